@@ -1,0 +1,172 @@
+"""The LightningDataModule: in-memory tensors served in batches cut by slicing.
+
+A ``TensorDataset`` behind a default ``DataLoader`` fetches and collates one sample at a time, which for a
+linear model costs 10 to 300 times the arithmetic (docs/benchmarks.md). Here a batch is a slice of the
+tensors, or one ``index_select`` of a seeded per-epoch permutation when shuffling.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import lightning as L
+import torch
+
+from linreg import sources
+from linreg.errors import ConfigError
+
+SOURCES = {
+    "seed": sources.seed,
+    "synthetic": sources.synthetic,
+    "nonlinear": sources.nonlinear,
+    "csv": sources.from_csv,
+}
+
+
+def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call the source with its options (and the data seed where it takes one), naming any option it lacks."""
+    make = SOURCES[source]
+    wanted = inspect.signature(make).parameters
+    if "seed" in wanted:
+        options = {**options, "seed": seed}
+    unknown = sorted(set(options) - set(wanted))
+    missing = sorted(name for name, p in wanted.items() if p.default is p.empty and name not in options)
+    if unknown or missing:
+        raise ConfigError(
+            f"data.source={source} takes the options {sorted(set(wanted) - {'seed'})}; "
+            f"unknown: {unknown}, missing: {missing}"
+        )
+    return make(**options)
+
+
+class EpochPermutation:
+    """The order of the samples in one epoch: a permutation seeded by (seed, epoch), or None for in order.
+
+    It plays the part of a sampler: Lightning calls ``set_epoch`` on a loader's ``sampler`` at the start
+    of every epoch, also after resuming from a checkpoint, so the data order resumes exactly.
+    """
+
+    def __init__(self, samples: int, shuffle: bool, seed: int):
+        self.samples, self.shuffle, self.seed, self.epoch = samples, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> torch.Tensor | None:
+        if not self.shuffle:
+            return None
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.samples, generator=generator)
+
+
+class TensorBatches:
+    """Yields ``(x, y)`` batches of one rank's share of every global batch.
+
+    Global batch ``i`` holds samples ``i*B .. (i+1)*B`` of the epoch's order, and rank ``r`` of ``W`` takes
+    the ``r``-th of its ``W`` equal parts, so a DDP run sees the same global batches as a single process.
+    """
+
+    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None):
+        self.x, self.y = x.to(device), y.to(device)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.sampler = EpochPermutation(len(x), shuffle, seed)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.x), self.batch_size)
+        return full + (1 if rest // self.world_size > 0 else 0)
+
+    def __iter__(self):
+        order = self.sampler.indices()
+        if order is not None:
+            order = order.to(self.x.device)
+        n = len(self.x)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            share = (min(start + self.batch_size, n) - start) // self.world_size
+            lo = start + self.rank * share
+            if order is None:
+                yield self.x[lo : lo + share], self.y[lo : lo + share]
+            else:
+                index = order[lo : lo + share]
+                yield self.x.index_select(0, index), self.y.index_select(0, index)
+
+
+class RegressionData(L.LightningDataModule):
+    """Serves one of ``SOURCES`` with a batch size: 1 is SGD, ``full`` is GD, anything between mini-batch.
+
+    ``batch_size`` is the global batch; under DDP each device gets ``batch_size / world_size`` samples.
+    """
+
+    def __init__(
+        self,
+        source: str = "seed",
+        batch_size: int | str = 1,
+        shuffle: bool = False,
+        val_fraction: float = 0.0,
+        seed: int = 0,
+        **options,
+    ):
+        super().__init__()
+        if source not in SOURCES:
+            raise ConfigError(f"data.source={source!r} is not known; use one of {sorted(SOURCES)}")
+        if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"data.batch_size={batch_size!r} must be a whole number >= 1 or 'full'")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction!r} must be in [0, 1)")
+        self.source, self.batch_size, self.shuffle = source, batch_size, shuffle
+        self.val_fraction, self.seed, self.options = val_fraction, seed, options
+        self.x_train = self.y_train = self.x_val = self.y_val = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.x_train is not None:
+            return
+        x, y = load(self.source, self.seed, self.options)
+        n_val = math.floor(len(x) * self.val_fraction)
+        if self.val_fraction > 0 and (n_val < 1 or n_val >= len(x)):
+            raise ConfigError(
+                f"data.val_fraction={self.val_fraction} of {len(x)} samples leaves "
+                f"{n_val} for validation and {len(x) - n_val} for training; each needs at least one: "
+                "use more samples or data.val_fraction=0"
+            )
+        if n_val:
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+            val, train = order[:n_val], order[n_val:]
+            self.x_val, self.y_val = x[val], y[val]
+            x, y = x[train], y[train]
+        self.x_train, self.y_train = x, y
+
+    @property
+    def num_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def global_batch_size(self) -> int:
+        return len(self.x_train) if self.batch_size == "full" else self.batch_size
+
+    def _loader(self, x, y, batch_size: int, shuffle: bool) -> TensorBatches:
+        trainer = self.trainer
+        if trainer is None:
+            return TensorBatches(x, y, batch_size, shuffle, self.seed)
+        return TensorBatches(
+            x,
+            y,
+            batch_size,
+            shuffle,
+            self.seed,
+            trainer.global_rank,
+            trainer.world_size,
+            trainer.strategy.root_device,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        world = self.trainer.world_size if self.trainer else 1
+        if self.batch_size != "full" and self.batch_size % world:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is the global batch and must divide by the {world} "
+                f"devices; use a multiple of {world}"
+            )
+        return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle)
+
+    def val_dataloader(self):
+        if self.x_val is None:
+            return []
+        return self._loader(self.x_val, self.y_val, max(self.global_batch_size(), 65_536), False)

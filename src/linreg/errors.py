@@ -1,0 +1,9 @@
+"""Errors that are the user's to fix: they are shown as one line, without a traceback."""
+
+
+class ConfigError(ValueError):
+    """A setting or an input file is wrong; the message names it and the fix."""
+
+
+class DivergedError(RuntimeError):
+    """Training blew up; the message names the learning rate and a stable range."""

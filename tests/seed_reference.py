@@ -1,0 +1,28 @@
+"""The seed's own loops (sections 2.1 and 2.2), in plain Python floats, as the reference for our runs."""
+
+X = [1.0, 2.0, 3.0]
+Y = [2.0, 4.0, 6.0]
+
+
+def gradient_descent(epochs=100, lr=0.01, w=1.0):
+    """Section 2.1: w -= lr * 2/N sum x (x w - y), once per epoch. Returns w after every epoch."""
+    path = []
+    for _ in range(epochs):
+        grad = sum(2 * x * (x * w - y) for x, y in zip(X, Y)) / len(X)
+        w -= lr * grad
+        path.append(w)
+    return path
+
+
+def stochastic_gradient_descent(epochs=100, lr=0.01, w=1.0):
+    """Section 2.2 as meant: one update per sample, samples in order. Returns w after every step."""
+    path = []
+    for _ in range(epochs):
+        for x, y in zip(X, Y):
+            w -= lr * 2 * x * (x * w - y)
+            path.append(w)
+    return path
+
+
+def cost(w):
+    return sum((x * w - y) ** 2 for x, y in zip(X, Y)) / len(X)
