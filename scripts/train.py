@@ -14,9 +14,12 @@ note_fixed_overrides(sys.argv[1:])
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns the excess loss over the least-squares optimum: the objective for hyper-parameter search."""
-    from linreg.train import train  # imported here so that --help and --cfg stay quick
-
-    return train(cfg)["excess_loss"]
+    # imported here so that --help and --cfg stay quick
+    if cfg.task == "grid":
+        from linreg.grid import search as run
+    else:
+        from linreg.train import train as run
+    return run(cfg)["excess_loss"]
 
 
 if __name__ == "__main__":
