@@ -39,13 +39,17 @@ def run_train(tmp_path):
     return run
 
 
+def script_env(**extra: str) -> dict:
+    """The environment for script subprocesses: one torch thread each."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+
+
 def script(name: str, *args: str, cwd: Path, timeout: float = 180, env: dict | None = None):
     """Run scripts/<name> as a user would, with one torch thread; returns the CompletedProcess."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / name), *args],
         cwd=cwd,
-        env=environment,
+        env=script_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,

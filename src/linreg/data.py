@@ -67,10 +67,24 @@ class TensorBatches:
     the ``r``-th of its ``W`` equal parts, so a DDP run sees the same global batches as a single process.
     """
 
-    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None):
+    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None,
+                 progress=None):
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.sampler = EpochPermutation(len(x), shuffle, seed)
+        self.progress = progress  # how many batches of this epoch the trainer has completed
+        self._skip = 0
+
+    def state_dict(self) -> dict:
+        """Where a checkpoint taken mid-epoch stands, so Lightning can resume on the very next batch.
+
+        The count comes from the trainer, not from this iterator, which Lightning reads one batch ahead.
+        """
+        return {"epoch": self.sampler.epoch, "completed": self.progress() if self.progress else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self._skip = state["completed"]
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.x), self.batch_size)
@@ -81,7 +95,8 @@ class TensorBatches:
         if order is not None:
             order = order.to(self.x.device)
         n = len(self.x)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        first, self._skip = self._skip * self.batch_size, 0
+        for start in range(first, len(self) * self.batch_size, self.batch_size):
             share = (min(start + self.batch_size, n) - start) // self.world_size
             lo = start + self.rank * share
             if order is None:
@@ -155,6 +170,7 @@ class RegressionData(L.LightningDataModule):
             trainer.global_rank,
             trainer.world_size,
             trainer.strategy.root_device,
+            progress=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
         )
 
     def train_dataloader(self) -> TensorBatches:

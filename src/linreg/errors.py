@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DivergedError(RuntimeError):
     """Training blew up; the message names the learning rate and a stable range."""
+
+
+class RunInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM stopped the run; a checkpoint was saved to resume from."""

@@ -99,6 +99,16 @@ class Regressor(L.LightningModule):
         self._cost_sum = torch.zeros((), device=self.device, dtype=self.dtype)
         self._seen = 0
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A run resumed mid-epoch skips on_train_epoch_start; it carries on with this epoch's running sums.
+        if hasattr(self, "_cost_sum"):
+            checkpoint["epoch_cost"] = {"sum": self._cost_sum.item(), "seen": self._seen}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "epoch_cost" in checkpoint:
+            self._cost_sum = torch.tensor(checkpoint["epoch_cost"]["sum"], dtype=self.dtype)
+            self._seen = checkpoint["epoch_cost"]["seen"]
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         log_now = self._log_this_step()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,11 +23,22 @@ def hparams(cfg: DictConfig) -> dict:
     return params
 
 
+def _finite(value):
+    """NaN and infinity become null: JSON has no spelling for them, and ``status`` says why."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write(summary: dict, folder: Path) -> Path:
     """Write summary.json through a temporary file, so a reader never sees half of it."""
     path = folder / "summary.json"
     partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    partial.write_text(json.dumps(_finite(summary), indent=2) + "\n")
     partial.replace(path)
     return path
 
@@ -34,13 +46,14 @@ def write(summary: dict, folder: Path) -> Path:
 def _numbers(values) -> str:
     if values is None:
         return "none"
-    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+    return "[" + ", ".join(_numbers(v) if isinstance(v, list) else f"{v:.6g}" for v in values) + "]"
 
 
 def console_report(summary: dict, folder: Path) -> str:
     """The few lines a person reads after a run."""
     p, opt = summary["predictions"], summary["optimum"]
     lines = [
+        "",  # a progress bar may still hold the line
         f"== {summary['experiment']}: {summary['status']} after {summary['epochs']} epochs, "
         f"{summary['steps']} steps, {summary['wall_time_s']:.2f} s on {summary['device']}",
         f"predict (before training) x={_numbers(p['x'])} -> {_numbers(p['before'])}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
 
-from linreg import optimum, summary
+from linreg import optimum, summary, validate
 from linreg.data import RegressionData
+from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
 
 
@@ -32,7 +36,7 @@ def quiet_lightning() -> None:
 
 
 def prediction_inputs(values, features: int) -> torch.Tensor:
-    """``predict_x`` as rows: a number stands for the same value in every feature."""
+    """``predict.x`` as rows: a number stands for the same value in every feature."""
     rows = [[float(v)] * features if isinstance(v, (int, float)) else [float(u) for u in v] for v in values]
     return torch.tensor(rows)
 
@@ -49,12 +53,37 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     data.setup("fit")
     model = instantiate(cfg.model, in_features=data.num_features, optimizer=instantiate(cfg.optimizer))
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
+    try:
+        trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
+    except MisconfigurationException as error:  # Lightning's word on a trainer setting, without its traceback
+        raise ConfigError(f"trainer: {error}") from error
     return data, model, trainer
 
 
+def resumed(cfg: DictConfig) -> DictConfig:
+    """The config of the run folder ``cfg.resume``, set to continue from its last checkpoint into this run's folder."""
+    folder = Path(cfg.resume)
+    saved, checkpoint = folder / ".hydra" / "config.yaml", folder / "checkpoints" / "last.ckpt"
+    if not saved.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no .hydra/config.yaml there; give a run folder of scripts/train.py")
+    if not checkpoint.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt there to continue from")
+    previous = OmegaConf.load(saved)
+    previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
+    return previous
+
+
 def train(cfg: DictConfig) -> dict:
-    """Fit the configured model; write summary.json and the HParams entry; return the summary."""
+    """Fit the configured model; write summary.json and the HParams entry; return the summary.
+
+    A diverged or interrupted run still writes its summary (status ``diverged`` or ``interrupted``) and
+    keeps its events, then raises DivergedError or RunInterrupted for the command line to report.
+    """
+    validate.check(cfg)
+    if cfg.resume:
+        cfg = resumed(cfg)
     quiet_lightning()
     folder = Path(cfg.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,11 +91,21 @@ def train(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
     data, model, trainer = build(cfg)
-    query = prediction_inputs(cfg.predict_x, data.num_features)
+    query = prediction_inputs(cfg.predict.x, data.num_features)
     before = predict(model, query)
 
+    status, error = "completed", None
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+    except DivergedError as diverged:
+        status, error = "diverged", diverged
+    except SIGTERMException:
+        status = "interrupted"
+        error = RunInterrupted(
+            f"interrupted at step {trainer.global_step}; checkpoint saved. Continue with: "
+            f"python scripts/train.py resume={folder}"
+        )
     wall = time.perf_counter() - start
 
     bias = model.hparams.bias
@@ -74,7 +113,7 @@ def train(cfg: DictConfig) -> dict:
     best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
     result = {
         "experiment": cfg.name,
-        "status": "completed",
+        "status": status,
         "final_loss": final_loss,
         "excess_loss": final_loss - best["loss"],
         "weight": model.net.weight.detach().reshape(-1).tolist() if model.is_linear else None,
@@ -90,10 +129,14 @@ def train(cfg: DictConfig) -> dict:
         "wall_time_s": wall,
         "device": str(trainer.strategy.root_device),
     }
+    if error is not None:
+        result["error"] = str(error)
     if trainer.is_global_zero:
         summary.write(result, folder)
-        metrics = {"final_loss": result["final_loss"], "excess_loss": result["excess_loss"]}
+        metrics = {k: result[k] for k in ("final_loss", "excess_loss") if math.isfinite(result[k])}
         trainer.logger.log_hyperparams(summary.hparams(cfg), metrics)
-        trainer.logger.finalize("success")
+        trainer.logger.finalize(status)
         print(summary.console_report(result, folder))
+    if error is not None:
+        raise error
     return result

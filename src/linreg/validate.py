@@ -1,0 +1,61 @@
+"""A strict check of the composed config, run before anything heavy is imported or any data is made.
+
+Hydra already rejects unknown keys and unknown group options; this adds the types and ranges that
+torch and Lightning would otherwise reject later with a traceback, or accept and fail silently
+(a negative learning rate trains "fine" uphill).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from linreg.errors import ConfigError
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v, least: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+RULES = [
+    # key, test, what is allowed
+    ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0, e.g. optimizer.lr=0.01"),
+    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1), e.g. 0.9"),
+    ("data.batch_size", lambda v: v == "full" or _whole(v, 1), "a whole number >= 1, or full"),
+    ("data.samples", lambda v: _whole(v, 1), "a whole number >= 1"),
+    ("data.features", lambda v: _whole(v, 1), "a whole number >= 1"),
+    ("data.noise", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("data.val_fraction", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("data.shuffle", lambda v: isinstance(v, bool), "true or false"),
+    ("model.depth", lambda v: _whole(v, 0), "a whole number >= 0"),
+    ("model.hidden", lambda v: _whole(v, 1), "a whole number >= 1"),
+    ("model.init_weight", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),
+    ("model.init_bias", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),
+    ("trainer.max_epochs", lambda v: v is None or v == -1 or _whole(v, 1), "a whole number >= 1, or -1 for no limit"),
+    ("trainer.log_every_n_steps", lambda v: _whole(v, 0), "a whole number >= 0 (0 turns per-step logging off)"),
+    ("seed", lambda v: _whole(v, 0), "a whole number >= 0"),
+    ("threads", lambda v: v is None or _whole(v, 1), "a whole number >= 1, or null"),
+    ("divergence_bound", lambda v: _number(v) and v > 0, "a number > 0, e.g. 1e10"),
+]
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad setting, its value and what is allowed."""
+    for key, test, allowed in RULES:
+        missing = object()
+        value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=False)
+        if value is missing:
+            continue
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+    path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
+    if OmegaConf.select(cfg, "data.source", default=None) == "csv" and (path is None or path == "???"):
+        raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
+    if OmegaConf.select(cfg, "data.source", default=None) == "csv" and not Path(path).is_file():
+        raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
