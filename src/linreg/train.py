@@ -31,6 +31,7 @@ def quiet_lightning() -> None:
         ".*smaller than the logging interval.*",
         ".*across ranks is zero.*",  # no validation set: val_dataloader returns []
         ".*isinstance.treespec, LeafSpec.*",  # Lightning's own use of a deprecated torch API
+        ".*The dirpath has changed from.*",  # resume= continues into a new run folder on purpose
     ):
         warnings.filterwarnings("ignore", message=message)
 
