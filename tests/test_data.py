@@ -93,3 +93,11 @@ def test_bad_loader_settings_name_the_setting(option):
 def test_unknown_source_option_is_named():
     with pytest.raises(ConfigError, match="unknown: \\['samplez'\\]"):
         RegressionData("synthetic", samplez=3, features=1, weight=1.0, bias=0.0, noise=0.0).setup()
+
+
+def test_training_with_a_validation_split_logs_the_validation_loss(run_train):
+    from conftest import scalar_tags
+
+    summary, folder = run_train(["data=synthetic", "data.val_fraction=0.25", "trainer.max_epochs=2"])
+    assert summary["status"] == "completed"
+    assert len(scalar_tags(folder)["val/loss"]) == 2

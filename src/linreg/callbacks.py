@@ -1,4 +1,4 @@
-"""Two Lightning callbacks for runs that go wrong: divergence, and Ctrl-C or SIGTERM mid-run."""
+"""Lightning callbacks of our own: divergence, Ctrl-C or SIGTERM mid-run, and progress under ddp_spawn."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg import optimum
@@ -30,7 +31,10 @@ class DivergenceGuard(L.Callback):
         if trainer.global_step % every:
             return
         loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
-        if math.isfinite(loss) and loss <= self.bound:
+        bad = not (math.isfinite(loss) and loss <= self.bound)
+        # under DDP each rank sees the loss of its own share: stop all of them when any one diverges, since a
+        # rank that raises alone leaves the others waiting in the next all-reduce
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
         for logger in trainer.loggers:  # the step that blew up, which Lightning would not get to write
             logger.log_metrics({"train/loss": loss}, step=trainer.global_step - 1)
@@ -82,3 +86,13 @@ class GracefulInterrupt(L.Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+class Progress(L.Callback):
+    """Copies the epoch and step counts into ``trainer.callback_metrics`` when training ends: under
+    ``strategy=ddp_spawn`` the loops run in worker processes, and the metrics (with the weights) are what
+    Lightning sends back to the main process, whose own trainer still counts 0 epochs and 0 steps."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.callback_metrics["progress/epochs"] = torch.tensor(trainer.current_epoch)
+        trainer.callback_metrics["progress/steps"] = torch.tensor(trainer.global_step)

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 from linreg import sources
-from linreg.errors import ConfigError
+from linreg.errors import ConfigError, indivisible_batch
 
 SOURCES = {
     "seed": sources.seed,
@@ -65,6 +65,8 @@ class TensorBatches:
 
     Global batch ``i`` holds samples ``i*B .. (i+1)*B`` of the epoch's order, and rank ``r`` of ``W`` takes
     the ``r``-th of its ``W`` equal parts, so a DDP run sees the same global batches as a single process.
+    The one exception: the last, shorter batch of an epoch is cut to a multiple of ``W`` (up to ``W - 1``
+    samples an epoch sit out) so that every rank gets the same share.
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None,
@@ -72,6 +74,7 @@ class TensorBatches:
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.sampler = EpochPermutation(len(x), shuffle, seed)
+        self.batch_sampler = None  # Lightning looks for one beside a sampler; batches are cut here instead
         self.progress = progress  # how many batches of this epoch the trainer has completed
         self._skip = 0
 
@@ -176,9 +179,12 @@ class RegressionData(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         world = self.trainer.world_size if self.trainer else 1
         if self.batch_size != "full" and self.batch_size % world:
+            raise indivisible_batch(self.batch_size, world)
+        if self.batch_size == "full" and len(self.x_train) % world:
             raise ConfigError(
-                f"data.batch_size={self.batch_size} is the global batch and must divide by the {world} "
-                f"devices; use a multiple of {world}"
+                f"data.batch_size=full: the {len(self.x_train)} training samples must divide by the {world} "
+                f"devices, or {len(self.x_train) % world} of them would never be trained on; change the number "
+                "of samples or of devices"
             )
         return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle)
 

@@ -33,7 +33,7 @@ def note_fixed_overrides(argv: list[str]) -> None:
     """Remember which command-line overrides every job of a sweep shares, so job folders can leave them out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith("-")]  # ~key deletes
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # Hydra itself reports malformed overrides, with a better message

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from linreg import optimum, summary, validate
+from linreg.callbacks import Progress
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
@@ -49,11 +50,19 @@ def predict(model: Regressor, x: torch.Tensor) -> list:
     return out.reshape(-1).tolist() if out.shape[1] == 1 else out.tolist()
 
 
+def progress(trainer: L.Trainer) -> tuple[int, int]:
+    """Epochs and steps run, also when they ran in ddp_spawn's worker processes (see Progress)."""
+    metrics = trainer.callback_metrics
+    if "progress/steps" in metrics and trainer.global_step == 0:
+        return int(metrics["progress/epochs"]), int(metrics["progress/steps"])
+    return trainer.current_epoch, trainer.global_step
+
+
 def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     data = instantiate(cfg.data)
     data.setup("fit")
     model = instantiate(cfg.model, in_features=data.num_features, optimizer=instantiate(cfg.optimizer))
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Progress()]
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
     try:
@@ -74,6 +83,20 @@ def resumed(cfg: DictConfig) -> DictConfig:
     previous = OmegaConf.load(saved)
     previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
     return previous
+
+
+def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment) -> None:
+    """landscape.png (a linear model of one feature) or fitted_curve.png (an MLP), also as TensorBoard images."""
+    from linreg import figures
+
+    if not model.is_linear:
+        figures.save(figures.fitted_curve(model, data.x_train, data.y_train), folder, "fitted_curve", experiment)
+        return
+    figure = figures.landscape(data.x_train, data.y_train, model.path, bias=model.hparams.bias)
+    if figure is None:
+        print(f"landscape: not drawn for {data.num_features} features (it is a picture of one weight and a bias)")
+        return
+    figures.save(figure, folder, "landscape", experiment)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -109,6 +132,7 @@ def train(cfg: DictConfig) -> dict:
         )
     wall = time.perf_counter() - start
 
+    epochs, steps = progress(trainer)
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
@@ -125,8 +149,8 @@ def train(cfg: DictConfig) -> dict:
             "after": predict(model, query),
         },
         "optimum": best,
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
+        "epochs": epochs,
+        "steps": steps,
         "wall_time_s": wall,
         "device": str(trainer.strategy.root_device),
     }
@@ -134,6 +158,7 @@ def train(cfg: DictConfig) -> dict:
         result["error"] = str(error)
     if trainer.is_global_zero:
         summary.write(result, folder)
+        draw_figures(model, data, folder, trainer.logger.experiment)
         metrics = {k: result[k] for k in ("final_loss", "excess_loss") if math.isfinite(result[k])}
         trainer.logger.log_hyperparams(summary.hparams(cfg), metrics)
         trainer.logger.finalize(status)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from linreg.errors import ConfigError
+from linreg.errors import ConfigError, indivisible_batch
 
 
 def _number(v) -> bool:
@@ -45,6 +45,27 @@ RULES = [
 ]
 
 
+def world_size(cfg: DictConfig) -> int | None:
+    """How many DDP processes the trainer settings ask for, where that is known before Lightning starts."""
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    if not (isinstance(strategy, str) and strategy.startswith("ddp") and _whole(devices, 1) and _whole(nodes, 1)):
+        return None
+    return devices * nodes
+
+
+def _sweep_reruns_for_every_rank() -> bool:
+    """Inside -m with a launcher that runs the jobs itself: strategy=ddp would re-run the whole command line,
+    that is the whole sweep, for every extra rank. (Under SLURM the tasks are the ranks; nothing re-runs.)"""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return not str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
+
+
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad setting, its value and what is allowed."""
     for key, test, allowed in RULES:
@@ -54,6 +75,14 @@ def check(cfg: DictConfig) -> None:
             continue
         if not test(value):
             raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+    world, batch = world_size(cfg), OmegaConf.select(cfg, "data.batch_size", default=None)
+    if world and _whole(batch, 1) and batch % world:
+        raise indivisible_batch(batch, world)
+    if world and world > 1 and OmegaConf.select(cfg, "trainer.strategy") == "ddp" and _sweep_reruns_for_every_rank():
+        raise ConfigError(
+            "trainer=ddp inside a sweep (-m) would run the whole sweep again for every extra rank: "
+            "use trainer=ddp_spawn (or hydra/launcher=slurm, where SLURM starts the ranks)"
+        )
     path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
     if OmegaConf.select(cfg, "data.source", default=None) == "csv" and (path is None or path == "???"):
         raise ConfigError("data=csv needs a file: add data.path=<your.csv>")

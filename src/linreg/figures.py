@@ -1,0 +1,211 @@
+"""Pictures of a run: the cost landscape with the optimiser's path, a fitted curve, the grid search's loss.
+
+Matplotlib is imported inside the functions, with the Agg backend, so that importing this module (and
+``scripts/train.py --help``) stays quick and no run ever needs a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+DPI = 100
+CHUNK = 65_536
+
+
+def pyplot():
+    """pyplot on the Agg backend: files only, no window, also on machines without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(figure, folder, name: str, logger_experiment=None) -> Path:
+    """Write ``<folder>/<name>.png`` and, given a SummaryWriter, the same picture as TensorBoard image ``name``."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+    if logger_experiment is not None:
+        logger_experiment.add_figure(name, figure, close=False)
+    pyplot().close(figure)
+    return path
+
+
+@torch.no_grad()
+def moments(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """n and the sums of x, y, x^2, xy, y^2 in float64: all the MSE of a line ``x w + b`` depends on."""
+    gram = torch.zeros(2, 2, dtype=torch.float64)
+    sums = torch.zeros(2, dtype=torch.float64)
+    for start in range(0, len(x), CHUNK):
+        a = torch.cat([x[start : start + CHUNK, :1], y[start : start + CHUNK, :1]], 1).cpu().double()
+        gram += a.T @ a
+        sums += a.sum(0)
+    (sxx, sxy), (_, syy) = gram.tolist()
+    sx, sy = sums.tolist()
+    return {"n": len(x), "x": sx, "y": sy, "xx": sxx, "xy": sxy, "yy": syy}
+
+
+def line_cost(m: dict[str, float], w, b=0.0):
+    """MSE of ``x w + b`` from the moments; works elementwise on tensors, clipped at 0 against rounding."""
+    total = m["xx"] * w * w + 2 * m["x"] * w * b + m["n"] * b * b - 2 * m["xy"] * w - 2 * m["y"] * b + m["yy"]
+    cost = total / m["n"]
+    return cost.clamp(min=0.0) if isinstance(cost, torch.Tensor) else max(cost, 0.0)
+
+
+def _best_line(m: dict[str, float], bias: bool) -> tuple[float, float]:
+    if bias:
+        gram = torch.tensor([[m["xx"], m["x"]], [m["x"], m["n"]]], dtype=torch.float64)
+        rhs = torch.tensor([[m["xy"]], [m["y"]]], dtype=torch.float64)
+        w, b = torch.linalg.lstsq(gram, rhs, driver="gelsd").solution.reshape(-1).tolist()
+        return w, b
+    return (m["xy"] / m["xx"] if m["xx"] else 0.0), 0.0
+
+
+def _span(values: list[float], least: float) -> tuple[float, float]:
+    """An interval holding ``values`` with a margin, at least ``least`` wide."""
+    lo, hi = min(values), max(values)
+    pad = max(0.2 * (hi - lo), 0.5 * max(least - (hi - lo), 0.0))
+    return lo - pad, hi + pad
+
+
+def _as_path(path, width: int) -> torch.Tensor:
+    if path is None or len(path) == 0:
+        return torch.zeros(0, width, dtype=torch.float64)
+    if isinstance(path, (list, tuple)):
+        path = torch.stack([torch.as_tensor(p).reshape(-1) for p in path])
+    path = path.detach().double().cpu().reshape(len(path), -1)
+    if path.shape[1] != width:
+        raise ValueError(f"the path has {path.shape[1]} parameters per point; a line with this bias has {width}")
+    return path[path.isfinite().all(1)]  # a diverged run's last points are inf or NaN
+
+
+@torch.no_grad()
+def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool):
+    """The MSE over (w, b) around the optimum and the path: a 3-D surface beside a contour map, the path on both.
+
+    Without a bias, the cost curve over w with the path's points on it. ``path`` is a (k, p) tensor (or a list
+    of k tensors) of flat parameters [w] or [w, b], as ``Regressor.path`` holds them. Returns None for more
+    than one feature, where the cost is no longer a surface one can draw.
+    """
+    if x.shape[1] != 1 or y.shape[1] != 1:
+        return None
+    plt = pyplot()
+    m = moments(x, y)
+    best_w, best_b = _best_line(m, bias)
+    points = _as_path(path, 2 if bias else 1)
+    w_lo, w_hi = _span([best_w, *points[:, 0].tolist()], least=2.0)
+
+    if not bias:
+        figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+        ws = torch.linspace(w_lo, w_hi, 400, dtype=torch.float64)
+        ax.plot(ws.numpy(), line_cost(m, ws).numpy(), color="tab:blue", label="cost(w)")
+        if len(points):
+            pw = points[:, 0]
+            pc = line_cost(m, pw)
+            ax.plot(pw.numpy(), pc.numpy(), "o-", color="tab:red", ms=3, lw=0.8, label=f"path ({len(pw)} points)")
+            ax.plot(pw[:1].numpy(), pc[:1].numpy(), "s", color="black", ms=6, label="start")
+        ax.plot([best_w], [line_cost(m, best_w)], "*", color="gold", mec="black", ms=14, label="optimum")
+        ax.set(xlabel="w", ylabel="MSE", title="Cost over w")
+        ax.legend()
+        return figure
+
+    b_lo, b_hi = _span([best_b, *points[:, 1].tolist()], least=2.0)
+    ws = torch.linspace(w_lo, w_hi, 120, dtype=torch.float64)
+    bs = torch.linspace(b_lo, b_hi, 120, dtype=torch.float64)
+    gw, gb = torch.meshgrid(ws, bs, indexing="xy")
+    cost = line_cost(m, gw, gb)
+    low, high = line_cost(m, best_w, best_b), cost.max().item()
+    high = max(high, low + 1e-12)  # contour levels must increase, also on a flat cost
+    gw, gb, cost = gw.numpy(), gb.numpy(), cost.numpy()
+    levels = (low + (high - low) * torch.linspace(0, 1, 25) ** 2).tolist()  # dense near the bottom
+
+    figure = plt.figure(figsize=(12, 5), layout="constrained")
+    surface = figure.add_subplot(1, 2, 1, projection="3d")
+    surface.plot_surface(gw, gb, cost, cmap="viridis", alpha=0.75, linewidth=0)
+    contour = figure.add_subplot(1, 2, 2)
+    filled = contour.contourf(gw, gb, cost, levels=levels, cmap="viridis")
+    contour.contour(gw, gb, cost, levels=levels, colors="white", linewidths=0.3)
+    figure.colorbar(filled, ax=contour, label="MSE")
+    if len(points):
+        pc = line_cost(m, points[:, 0], points[:, 1]).numpy()
+        pw, pb = points[:, 0].numpy(), points[:, 1].numpy()
+        surface.plot(pw, pb, pc, "o-", color="tab:red", ms=2, lw=1)
+        contour.plot(pw, pb, "o-", color="tab:red", ms=2.5, lw=0.8, label=f"path ({len(pw)} points)")
+        contour.plot(pw[:1], pb[:1], "s", color="black", ms=6, label="start")
+    surface.scatter([best_w], [best_b], [low], marker="*", color="gold", s=120, edgecolor="black")
+    contour.plot([best_w], [best_b], "*", color="gold", mec="black", ms=14, label="optimum")
+    surface.set(xlabel="w", ylabel="b", zlabel="MSE", title="Cost surface")
+    contour.set(xlabel="w", ylabel="b", title="Contours of the cost")
+    contour.legend(loc="upper right", fontsize="small")
+    return figure
+
+
+@torch.no_grad()
+def fitted_curve(model, x: torch.Tensor, y: torch.Tensor, max_points: int = 2000):
+    """The data (up to ``max_points`` of it, evenly spread) and the model's curve through it.
+
+    With more than one feature, predicted against true values instead, with the line of perfect fit.
+    """
+    plt = pyplot()
+    p = next(model.parameters())
+    pick = torch.linspace(0, len(x) - 1, min(len(x), max_points)).round().long()
+    xs, ys = x.cpu()[pick].float(), y.cpu()[pick, 0].float()
+    title = _model_title(model)
+    figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    if x.shape[1] == 1:
+        grid = torch.linspace(x.min().item(), x.max().item(), 400).unsqueeze(1)
+        curve = model(grid.to(device=p.device, dtype=p.dtype)).float().cpu()[:, 0]
+        ax.scatter(xs[:, 0].numpy(), ys.numpy(), s=6, alpha=0.4, color="tab:gray", label="data")
+        ax.plot(grid[:, 0].numpy(), curve.numpy(), color="tab:red", lw=2, label="model")
+        ax.set(xlabel="x", ylabel="y", title=title)
+    else:
+        predicted = model(xs.to(device=p.device, dtype=p.dtype)).float().cpu()[:, 0]
+        ax.scatter(ys.numpy(), predicted.numpy(), s=6, alpha=0.4, color="tab:gray", label="samples")
+        lo, hi = ys.min().item(), ys.max().item()
+        ax.plot([lo, hi], [lo, hi], color="tab:red", lw=1, label="perfect fit")
+        ax.set(xlabel="y", ylabel="predicted y", title=title)
+    ax.legend()
+    return figure
+
+
+def _model_title(model) -> str:
+    hp = getattr(model, "hparams", {})
+    if not hp.get("depth"):
+        return "Linear model"
+    return f"MLP: {hp['depth']} hidden layers of {hp.get('hidden')}, activation {hp.get('activation')}"
+
+
+def grid_curve(weights, losses, best: tuple[float, float]):
+    """The exhaustive search's loss against w (the seed's plot), the best candidate marked."""
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    ax.plot(weights, losses, "o-", ms=3, color="tab:blue")
+    ax.plot([best[0]], [best[1]], "*", color="gold", mec="black", ms=14, label=f"best w = {best[0]:.6g}")
+    ax.set(xlabel="w", ylabel="loss (MSE)", title="Exhaustive search over w")
+    ax.legend()
+    return figure
+
+
+def grid_map(weights, biases, losses, best: tuple[float, float]):
+    """The exhaustive search's loss over (w, b) as a heat map with contours; ``losses`` is (len(w), len(b))."""
+    plt = pyplot()
+    import matplotlib.colors
+
+    w, b, z = (torch.as_tensor(t, dtype=torch.float64) for t in (weights, biases, losses))
+    figure, ax = plt.subplots(figsize=(7, 5), layout="constrained")
+    positive = z[z > 0]
+    floor = positive.min().item() if len(positive) else 1.0
+    norm = matplotlib.colors.LogNorm(vmin=floor, vmax=max(z.max().item(), floor * 10))
+    shown = z.T.clamp(min=floor).numpy()  # log scale: an exact 0 is drawn as the smallest loss
+    mesh = ax.pcolormesh(w.numpy(), b.numpy(), shown, norm=norm, cmap="viridis", shading="nearest")
+    if len(w) > 1 and len(b) > 1:
+        ax.contour(w.numpy(), b.numpy(), shown, levels=12, norm=norm, colors="white", linewidths=0.4)
+    figure.colorbar(mesh, ax=ax, label="loss (MSE, log scale)")
+    ax.plot([best[0]], [best[1]], "*", color="gold", mec="black", ms=14, label=f"best w={best[0]:.4g}, b={best[1]:.4g}")
+    ax.set(xlabel="w", ylabel="b", title="Exhaustive search over (w, b)")
+    ax.legend(loc="upper right", fontsize="small")
+    return figure

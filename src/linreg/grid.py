@@ -1,0 +1,222 @@
+"""Exhaustive search (seed section 1.4): the MSE of every candidate w, or (w, b), on a grid.
+
+All candidates are scored at once, batch by batch, as the DataModule serves the training set: a
+LightningModule holds the K candidate lines and adds each batch's squared errors to K float64 sums in
+``validation_step``. Memory stays bounded on a million-row set, since a batch meets the candidates in tiles
+of ``BLOCK`` (sample, candidate) pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from linreg import figures, optimum, summary
+from linreg.errors import ConfigError
+
+# (sample, candidate) pairs per tile. On a CPU, 192 KiB of float64 residuals: the tile stays in cache, and each op
+# stays under torch's grain size (32768) for threading, whose hand-offs cost 20x the arithmetic on a busy machine.
+BLOCK = {"cpu": 24_576, "cuda": 1 << 24}
+MAX_CANDIDATES = 1_000_000  # 24 MB of candidates and sums, and a grid.csv of 40 MB
+TABLE_ROWS = 101  # print the per-candidate table up to this many candidates; grid.csv always has it all
+
+
+def candidates(axis: DictConfig | dict, setting: str) -> torch.Tensor:
+    """``numpy.arange(start, stop, step)`` in float64, computed the way numpy does, so w = 0.1 * i exactly
+    as the seed's loop has it."""
+    try:
+        start, stop, step = (float(axis[k]) for k in ("start", "stop", "step"))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{setting}={axis!r} needs numbers start, stop and step, e.g. '{setting}={{start:0,stop:4.1,step:0.1}}'"
+        ) from error
+    count = math.ceil((stop - start) / step) if step > 0 else 0
+    if count < 1:
+        raise ConfigError(
+            f"{setting}: start={start} stop={stop} step={step} gives no values; need start < stop and step > 0"
+        )
+    if count > MAX_CANDIDATES:
+        raise ConfigError(f"{setting} gives {count:,} values, over {MAX_CANDIDATES:,}: use a larger {setting}.step")
+    return start + step * torch.arange(count, dtype=torch.float64)
+
+
+class CandidateLosses(L.LightningModule):
+    """Sums the squared errors of K lines ``y = x w_k + b_k`` over every batch it is shown, in float64."""
+
+    def __init__(self, weights: torch.Tensor, biases: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weights", weights.double())
+        self.register_buffer("biases", biases.double())
+        self.register_buffer("sse", torch.zeros_like(self.weights))
+        self.samples = 0
+
+    def validation_step(self, batch, batch_idx):
+        x, y = (t.double() for t in batch)  # (B, 1) each
+        k, block = len(self.weights), BLOCK.get(self.device.type, BLOCK["cpu"])
+        rows = min(len(x), max(1024, block // k))  # a tile of rows x candidates that stays in the CPU's cache
+        cols = max(1, block // rows)
+        for r in range(0, len(x), rows):
+            xr, yr = x[r : r + rows], y[r : r + rows]
+            for c in range(0, k, cols):
+                residual = torch.addcmul(self.biases[c : c + cols], xr, self.weights[c : c + cols]).sub_(yr)
+                self.sse[c : c + cols] += residual.square_().sum(0)
+        self.samples += len(x)
+
+    def mse(self) -> torch.Tensor:
+        return (self.sse / self.samples).cpu()
+
+
+def _axes(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    grid = cfg.get("grid")
+    if grid is None or grid.get("w") is None:
+        raise ConfigError(
+            "task=grid needs a grid: block (grid.w, grid.b); select it with +experiment=grid or +experiment=grid2d"
+        )
+    weights = candidates(grid.w, "grid.w")
+    b = grid.get("b")
+    biases = None if b is None else candidates(b, "grid.b")
+    model_bias = bool(cfg.model.get("bias", False))
+    if model_bias != (biases is not None):
+        fix = (
+            "give grid.b a range, e.g. 'grid.b={start:-2,stop:2.1,step:0.1}' (quoted), or set model.bias=false"
+            if model_bias
+            else "set model.bias=true, or grid.b=null to search w alone"
+        )
+        shown = "null" if b is None else OmegaConf.to_container(b) if isinstance(b, DictConfig) else b
+        raise ConfigError(f"model.bias={str(model_bias).lower()} but grid.b={shown}: {fix}")
+    count = len(weights) * (1 if biases is None else len(biases))
+    if count > MAX_CANDIDATES:
+        raise ConfigError(
+            f"grid.w and grid.b give {count:,} candidates, more than {MAX_CANDIDATES:,}: "
+            "use a larger grid.w.step or grid.b.step, or a narrower range"
+        )
+    return weights, biases
+
+
+def _trainer(accelerator: str) -> L.Trainer:
+    """A bare trainer for one pass over the data: no logger, checkpoints or progress bar."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def _write_csv(path: Path, weights, biases, losses) -> None:
+    lines = ["w,mse" if biases is None else "w,b,mse"]
+    for i, loss in enumerate(losses.tolist()):
+        if biases is None:
+            lines.append(f"{round(weights[i], 12)!r},{loss!r}")
+        else:
+            lines.append(f"{round(weights[i], 12)!r},{round(biases[i], 12)!r},{loss!r}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _print_table(weights, biases, losses, best: int) -> None:
+    if len(losses) > TABLE_ROWS:
+        print(f"{len(losses)} candidates: the whole table is in grid.csv")
+        return
+    print(f"{'w':>8}  {'MSE':>12}" if biases is None else f"{'w':>8}  {'b':>8}  {'MSE':>12}")
+    for i, loss in enumerate(losses.tolist()):
+        mark = "  <- best" if i == best else ""
+        b = "" if biases is None else f"  {biases[i]:8.4g}"
+        print(f"{weights[i]:8.4g}{b}  {loss:12.6g}{mark}")
+
+
+def search(cfg: DictConfig) -> dict:
+    """Score every candidate on the training set; write grid.csv, grid.png, summary.json; return the summary."""
+    from linreg.train import prediction_inputs, quiet_lightning
+
+    quiet_lightning()
+    folder = Path(cfg.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    w_axis, b_axis = _axes(cfg)
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    if data.num_features != 1 or data.y_train.shape[1] != 1:
+        raise ConfigError(
+            f"the grid search is over one weight, but the data has {data.num_features} features: use data.features=1"
+        )
+    bias = b_axis is not None
+    if bias:
+        gw, gb = torch.meshgrid(w_axis, b_axis, indexing="ij")  # row-major: w outer, b inner
+        weights, biases = gw.reshape(-1), gb.reshape(-1)
+    else:
+        weights, biases = w_axis, torch.zeros_like(w_axis)
+
+    module = CandidateLosses(weights, biases)
+    trainer = _trainer(cfg.trainer.get("accelerator", "cpu"))
+    start = time.perf_counter()
+    trainer.validate(module, dataloaders=data.train_dataloader(), verbose=False)
+    wall = time.perf_counter() - start
+    losses = module.mse()
+    best = int(torch.argmin(losses))
+    best_w, best_b, best_loss = weights[best].item(), biases[best].item(), losses[best].item()
+
+    w_list, b_list = weights.tolist(), (biases.tolist() if bias else None)
+    _print_table(w_list, b_list, losses, best)
+    _write_csv(folder / "grid.csv", w_list, b_list, losses)
+
+    query = prediction_inputs(cfg.predict.x, 1)
+    closed_form = optimum.least_squares(data.x_train, data.y_train, bias=bias)
+    result = {
+        "experiment": cfg.name,
+        "status": "completed",
+        "final_loss": best_loss,
+        "excess_loss": best_loss - closed_form["loss"],
+        "weight": [best_w],
+        "bias": [best_b] if bias else None,
+        "best": {"weight": [best_w], "bias": [best_b] if bias else None, "loss": best_loss},
+        "candidates": len(losses),
+        "samples": module.samples,
+        "predictions": {"x": query[:, 0].tolist(), "before": None, "after": (query[:, 0] * best_w + best_b).tolist()},
+        "optimum": closed_form,
+        "epochs": 0,
+        "steps": 0,
+        "wall_time_s": wall,
+        "device": str(trainer.strategy.root_device),
+    }
+
+    logger = instantiate(cfg.logger)
+    if bias:
+        figure = figures.grid_map(w_axis, b_axis, losses.reshape(len(w_axis), len(b_axis)), (best_w, best_b))
+    else:
+        figure = figures.grid_curve(w_list, losses.tolist(), (best_w, best_loss))
+    figures.save(figure, folder, "grid", logger.experiment)
+    summary.write(result, folder)
+    logger.log_hyperparams(summary.hparams(cfg), {"final_loss": best_loss, "excess_loss": result["excess_loss"]})
+    logger.finalize("success")
+    print(report(result, folder))
+    return result
+
+
+def report(result: dict, folder: Path) -> str:
+    """The few lines a person reads after a search, in the words of the training report."""
+    best, opt = result["best"], result["optimum"]
+    b = "" if best["bias"] is None else f"  b={best['bias'][0]:.6g}"
+    ob = "" if opt["bias"] is None else f"  b={opt['bias'][0]:.6g}"
+    return "\n".join(
+        [
+            f"== {result['experiment']}: {result['status']}, {result['candidates']} candidates on "
+            f"{result['samples']} samples, {result['wall_time_s']:.2f} s on {result['device']}",
+            f"best:    w={best['weight'][0]:.6g}{b}  loss {best['loss']:.6g}",
+            f"optimum: w={opt['weight'][0]:.6g}{ob}  loss {opt['loss']:.6g}  (gap {result['excess_loss']:.3g})",
+            f"predict x={result['predictions']['x']} -> {[round(v, 6) for v in result['predictions']['after']]}",
+            f"run folder: {folder}",
+            f"view it:    tensorboard --logdir {folder}",
+        ]
+    )
