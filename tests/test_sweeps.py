@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 import yaml
-from conftest import CONF, read_summary, script
+from conftest import read_summary, script
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"
 REPORTED = ("status", "final_loss", "excess_loss", "steps", "wall_time_s", "prediction")
@@ -145,19 +145,12 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_workers(tmp_path):
     assert choices["hydra/launcher"] == "joblib"
 
 
-def search_override() -> str:
-    """``hparams_search=optuna`` where conf/train.yaml lists the group in its defaults, else ``+hparams_search=...``."""
-    defaults = yaml.safe_load((CONF / "train.yaml").read_text())["defaults"]
-    listed = any(isinstance(d, dict) and "hparams_search" in d for d in defaults)
-    return ("" if listed else "+") + "hparams_search=optuna"
-
-
 def test_optuna_search_finds_a_best_value(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the [sweep] extra: hydra-optuna-sweeper")
     done = script(
         "train.py",
         "-m",
-        search_override(),
+        "hparams_search=optuna",
         "+experiment=minibatch",
         "hydra.sweeper.n_trials=3",
         "trainer.max_epochs=1",
