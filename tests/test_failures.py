@@ -125,3 +125,13 @@ def test_eval_refuses_checkpoints_it_cannot_use(run_train, tmp_path):
         evaluate(junk)
     with pytest.raises(ConfigError, match=r"takes 1 feature\(s\) but this data has 3"):
         evaluate(other)
+
+
+def test_analytic_gradient_under_mixed_precision_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="model.gradient=analytic is derived in full precision"):
+        train(compose_config(["+experiment=gd", "trainer.precision=bf16-mixed"], tmp_path))
+
+
+def test_resume_takes_no_other_settings(tmp_path):
+    done = script("train.py", f"resume={tmp_path}", "optimizer.lr=0.5", cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and "resume=" in done.stderr and "Traceback" not in done.stderr

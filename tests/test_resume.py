@@ -37,7 +37,19 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run_bit_for_bit(
     OmegaConf.save(compose_config(RUN, stopped), stopped / ".hydra" / "config.yaml")
     resumed = train(compose_config([f"resume={stopped}"], tmp_path / "resumed"))
     assert resumed["status"] == "completed" and resumed["steps"] == whole["steps"]
+    assert resumed["predictions"]["before"] == partial["predictions"]["after"]  # it starts where the other stopped
+    resumed["predictions"]["before"] = whole["predictions"]["before"]
     assert numbers(resumed) == numbers(whole)
+    # the resumed run records the config that really ran, so resuming it in turn continues the same experiment
+    recorded = OmegaConf.load(tmp_path / "resumed" / ".hydra" / "config.yaml")
+    assert recorded.name == "minibatch" and recorded.data.source == "synthetic" and recorded.optimizer.momentum == 0.9
+
+
+def test_starting_from_a_checkpoint_predicts_from_its_weights(run_train):
+    first, folder = run_train(["+experiment=sgd", "trainer.max_epochs=5"], "first")
+    again, _ = run_train(["+experiment=sgd", "trainer.max_epochs=8", f"ckpt_path={folder}/checkpoints/last.ckpt"])
+    assert again["predictions"]["before"] == first["predictions"]["after"]
+    assert again["steps"] == 24
 
 
 def test_same_seed_gives_identical_numbers_and_other_seeds_other_orders(tmp_path):

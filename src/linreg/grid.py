@@ -101,8 +101,6 @@ def _axes(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def _trainer(accelerator: str) -> L.Trainer:
     """A bare trainer for one pass over the data: no logger, checkpoints or progress bar."""
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
     return L.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -137,13 +135,9 @@ def _print_table(weights, biases, losses, best: int) -> None:
 
 def search(cfg: DictConfig) -> dict:
     """Score every candidate on the training set; write grid.csv, grid.png, summary.json; return the summary."""
-    from linreg.train import prediction_inputs, quiet_lightning
+    from linreg.train import prediction_inputs, start_run
 
-    quiet_lightning()
-    folder = Path(cfg.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    folder = start_run(cfg)
     w_axis, b_axis = _axes(cfg)
     data = instantiate(cfg.data)
     data.setup("fit")

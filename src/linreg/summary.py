@@ -60,7 +60,8 @@ def console_report(summary: dict, folder: Path) -> str:
         f"predict (after training)  x={_numbers(p['x'])} -> {_numbers(p['after'])}",
         f"weight {_numbers(summary['weight'])}  bias {_numbers(summary['bias'])}  "
         f"loss {summary['final_loss']:.6g}",
-        f"optimum: weight {_numbers(opt['weight'])}  bias {_numbers(opt['bias'])}  loss {opt['loss']:.6g}  "
+        f"{'optimum' if summary['weight'] is not None else 'best line (least squares)'}: "
+        f"weight {_numbers(opt['weight'])}  bias {_numbers(opt['bias'])}  loss {opt['loss']:.6g}  "
         f"(gap {summary['excess_loss']:.3g})",
         f"run folder: {folder}",
         f"view it:    tensorboard --logdir {folder}",

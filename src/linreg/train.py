@@ -43,6 +43,11 @@ def prediction_inputs(values, features: int) -> torch.Tensor:
     return torch.tensor(rows)
 
 
+def prediction_rows(query: torch.Tensor) -> list:
+    """The inputs as summary.json shows them: plain numbers for one feature, rows for several."""
+    return query[:, 0].tolist() if query.shape[1] == 1 else query.tolist()
+
+
 @torch.no_grad()
 def predict(model: Regressor, x: torch.Tensor) -> list:
     p = next(model.parameters())
@@ -63,8 +68,6 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     data.setup("fit")
     model = instantiate(cfg.model, in_features=data.num_features, optimizer=instantiate(cfg.optimizer))
     callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Progress()]
-    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
     try:
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
     except MisconfigurationException as error:  # Lightning's word on a trainer setting, without its traceback
@@ -73,16 +76,41 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
 
 
 def resumed(cfg: DictConfig) -> DictConfig:
-    """The config of the run folder ``cfg.resume``, set to continue from its last checkpoint into this run's folder."""
+    """The config of the run folder ``cfg.resume``, set to continue from its last checkpoint into this run's folder.
+
+    It is saved over this run's .hydra/config.yaml, which Hydra wrote before it knew, so that resuming this
+    run in turn continues the same experiment.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
     folder = Path(cfg.resume)
     saved, checkpoint = folder / ".hydra" / "config.yaml", folder / "checkpoints" / "last.ckpt"
     if not saved.is_file():
         raise ConfigError(f"resume={cfg.resume}: no .hydra/config.yaml there; give a run folder of scripts/train.py")
     if not checkpoint.is_file():
         raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt there to continue from")
+    typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    others = [o for o in typed if not o.startswith("resume=")]
+    if others:
+        raise ConfigError(
+            f"resume= continues a run as it was and takes no other settings ({', '.join(others)}); to change "
+            f"them, give the settings with ckpt_path={checkpoint}"
+        )
     previous = OmegaConf.load(saved)
     previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
+    (Path(cfg.output_dir) / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(previous, Path(cfg.output_dir) / ".hydra" / "config.yaml")
     return previous
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """What every task does first: quiet Lightning, make the run folder, set the torch threads."""
+    quiet_lightning()
+    folder = Path(cfg.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return folder
 
 
 def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment) -> None:
@@ -105,16 +133,14 @@ def train(cfg: DictConfig) -> dict:
     A diverged or interrupted run still writes its summary (status ``diverged`` or ``interrupted``) and
     keeps its events, then raises DivergedError or RunInterrupted for the command line to report.
     """
-    validate.check(cfg)
+    validate.check(cfg)  # scripts/train.py checks before its heavy imports; this is for in-process callers
     if cfg.resume:
         cfg = resumed(cfg)
-    quiet_lightning()
-    folder = Path(cfg.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    folder = start_run(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     data, model, trainer = build(cfg)
+    if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
+        model.load_state_dict(torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
     query = prediction_inputs(cfg.predict.x, data.num_features)
     before = predict(model, query)
 
@@ -144,7 +170,7 @@ def train(cfg: DictConfig) -> dict:
         "weight": model.net.weight.detach().reshape(-1).tolist() if model.is_linear else None,
         "bias": model.net.bias.detach().tolist() if model.is_linear and bias else None,
         "predictions": {
-            "x": query.tolist() if data.num_features > 1 else query[:, 0].tolist(),
+            "x": prediction_rows(query),
             "before": before,
             "after": predict(model, query),
         },

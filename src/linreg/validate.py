@@ -59,11 +59,10 @@ def _sweep_reruns_for_every_rank() -> bool:
     """Inside -m with a launcher that runs the jobs itself: strategy=ddp would re-run the whole command line,
     that is the whole sweep, for every extra rank. (Under SLURM the tasks are the ranks; nothing re-runs.)"""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return False
-    return not str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
+    from linreg.cli import in_multirun
+
+    return in_multirun() and not str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
 
 
 def check(cfg: DictConfig) -> None:
@@ -83,6 +82,17 @@ def check(cfg: DictConfig) -> None:
             "trainer=ddp inside a sweep (-m) would run the whole sweep again for every extra rank: "
             "use trainer=ddp_spawn (or hydra/launcher=slurm, where SLURM starts the ranks)"
         )
+    mixed = "mixed" in str(OmegaConf.select(cfg, "trainer.precision"))
+    if OmegaConf.select(cfg, "model.gradient") == "analytic" and mixed:
+        raise ConfigError(
+            "model.gradient=analytic is derived in full precision and skips the loss scaler: "
+            "use trainer.precision=32-true or 64, or model.gradient=autograd"
+        )
+    if OmegaConf.select(cfg, "trainer.accelerator") in ("gpu", "cuda"):
+        import torch  # only here: everything else in this check stays quick
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
     path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
     if OmegaConf.select(cfg, "data.source", default=None) == "csv" and (path is None or path == "???"):
         raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
