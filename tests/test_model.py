@@ -8,13 +8,13 @@ from linreg.model import Regressor, build_net
 
 
 def test_linear_model_starts_at_the_constant():
-    net = build_net(3, 1, bias=True, depth=0, hidden=8, activation="identity", init_weight=1.0, init_bias=0.5)
+    net = build_net(3, bias=True, depth=0, hidden=8, activation="identity", init_weight=1.0, init_bias=0.5)
     assert isinstance(net, torch.nn.Linear)
     assert net.weight.tolist() == [[1.0, 1.0, 1.0]] and net.bias.tolist() == [0.5]
 
 
 def test_mlp_has_depth_hidden_layers_and_activations():
-    net = build_net(1, 1, bias=True, depth=2, hidden=8, activation="tanh", init_weight=None, init_bias=None)
+    net = build_net(1, bias=True, depth=2, hidden=8, activation="tanh", init_weight=None, init_bias=None)
     kinds = [type(m).__name__ for m in net]
     assert kinds == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
 

@@ -25,7 +25,11 @@ SOURCES = {
 
 
 def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Call the source with its options (and the data seed where it takes one), naming any option it lacks."""
+    """Call the source with its options (and the data seed where it takes one), naming any option it lacks.
+
+    Not Hydra's instantiate with a ``_target_`` per source: the options stay flat under ``data.`` (as in
+    ``data.features=4``), and a wrong one is named here rather than in a TypeError traceback.
+    """
     make = SOURCES[source]
     wanted = inspect.signature(make).parameters
     if "seed" in wanted:

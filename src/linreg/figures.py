@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from linreg import optimum
+from linreg.optimum import CHUNK
+
 DPI = 100
-CHUNK = 65_536
 
 
 def pyplot():
@@ -56,15 +58,6 @@ def line_cost(m: dict[str, float], w, b=0.0):
     return cost.clamp(min=0.0) if isinstance(cost, torch.Tensor) else max(cost, 0.0)
 
 
-def _best_line(m: dict[str, float], bias: bool) -> tuple[float, float]:
-    if bias:
-        gram = torch.tensor([[m["xx"], m["x"]], [m["x"], m["n"]]], dtype=torch.float64)
-        rhs = torch.tensor([[m["xy"]], [m["y"]]], dtype=torch.float64)
-        w, b = torch.linalg.lstsq(gram, rhs, driver="gelsd").solution.reshape(-1).tolist()
-        return w, b
-    return (m["xy"] / m["xx"] if m["xx"] else 0.0), 0.0
-
-
 def _span(values: list[float], least: float) -> tuple[float, float]:
     """An interval holding ``values`` with a margin, at least ``least`` wide."""
     lo, hi = min(values), max(values)
@@ -95,7 +88,8 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool):
         return None
     plt = pyplot()
     m = moments(x, y)
-    best_w, best_b = _best_line(m, bias)
+    best = optimum.least_squares(x, y, bias)
+    best_w, best_b = best["weight"][0], (best["bias"][0] if bias else 0.0)
     points = _as_path(path, 2 if bias else 1)
     w_lo, w_hi = _span([best_w, *points[:, 0].tolist()], least=2.0)
 

@@ -14,17 +14,13 @@ ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmo
 GRADIENTS = ("autograd", "analytic")
 
 
-def build_net(
-    in_features, out_features, bias, depth, hidden, activation, init_weight, init_bias
-) -> nn.Module:
+def build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias) -> nn.Module:
     """``nn.Linear`` when depth is 0, else ``depth`` hidden layers of ``hidden`` units with an activation."""
     if activation not in ACTIVATIONS:
         raise ConfigError(f"model.activation={activation!r} is not known; use one of {sorted(ACTIVATIONS)}")
     if depth < 0 or (depth > 0 and hidden < 1):
-        raise ConfigError(
-            f"model.depth={depth} and model.hidden={hidden}: depth must be >= 0 and hidden >= 1"
-        )
-    widths = [in_features] + [hidden] * depth + [out_features]
+        raise ConfigError(f"model.depth={depth} and model.hidden={hidden}: depth must be >= 0 and hidden >= 1")
+    widths = [in_features] + [hidden] * depth + [1]
     layers = []
     for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
         if i:
@@ -51,7 +47,6 @@ class Regressor(L.LightningModule):
     def __init__(
         self,
         in_features: int = 1,
-        out_features: int = 1,
         bias: bool = True,
         init_weight: float | None = None,
         init_bias: float | None = None,
@@ -65,13 +60,9 @@ class Regressor(L.LightningModule):
         if gradient not in GRADIENTS:
             raise ConfigError(f"model.gradient={gradient!r} is not known; use one of {list(GRADIENTS)}")
         if gradient == "analytic" and depth:
-            raise ConfigError(
-                "model.gradient=analytic is derived for the linear model only: use model.depth=0"
-            )
+            raise ConfigError("model.gradient=analytic is derived for the linear model only: use model.depth=0")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.net = build_net(
-            in_features, out_features, bias, depth, hidden, activation, init_weight, init_bias
-        )
+        self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
         self.optimizer_factory = optimizer
         self.automatic_optimization = gradient == "autograd"
         self.path: list[torch.Tensor] = []  # flat parameters at the logged steps, for the landscape figure

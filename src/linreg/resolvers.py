@@ -42,7 +42,11 @@ def note_fixed_overrides(argv: list[str]) -> None:
 
 
 def job_name(number: int, task_overrides) -> str:
-    """``3_optimizer=adam,optimizer.lr=0.1``: a job's number and the overrides that set it apart."""
+    """``3_optimizer=adam,optimizer.lr=0.1``: a job's number and the overrides that set it apart.
+
+    Hydra's ``override_dirname`` lists every override, the ones all jobs share too, unless each is named in
+    ``exclude_keys`` beforehand; here those typed once on the command line are left out by themselves.
+    """
     fixed = set(filter(None, os.environ.get(FIXED_KEYS, "").split(",")))
     differing = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") not in fixed]
     return "_".join([str(number), *([",".join(differing).replace("/", "%")] if differing else [])])

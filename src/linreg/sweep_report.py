@@ -252,6 +252,7 @@ def shared_optimum(jobs: list[Job]) -> float | None:
 
 
 def _pyplot():
+    # figures.pyplot's twin, kept here because importing linreg.figures would import torch for a table
     import matplotlib
 
     matplotlib.use("Agg")

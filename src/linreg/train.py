@@ -52,7 +52,7 @@ def prediction_rows(query: torch.Tensor) -> list:
 def predict(model: Regressor, x: torch.Tensor) -> list:
     p = next(model.parameters())
     out = model(x.to(device=p.device, dtype=p.dtype)).cpu()
-    return out.reshape(-1).tolist() if out.shape[1] == 1 else out.tolist()
+    return out.reshape(-1).tolist()
 
 
 def progress(trainer: L.Trainer) -> tuple[int, int]:
