@@ -187,6 +187,8 @@ class RegressionData(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> TensorBatches:
+        # validate.check refuses this before any process starts when trainer.devices is a number;
+        # with devices=auto the count is known only here
         world = self.trainer.world_size if self.trainer else 1
         if self.batch_size != "full" and self.batch_size % world:
             raise indivisible_batch(self.batch_size, world)

@@ -135,13 +135,13 @@ def _print_table(weights, biases, losses, best: int) -> None:
 
 def search(cfg: DictConfig) -> dict:
     """Score every candidate on the training set; write grid.csv, grid.png, summary.json; return the summary."""
-    from linreg.train import prediction_inputs, start_run
+    from linreg.train import prediction_inputs, prediction_rows, start_run
 
     folder = start_run(cfg)
     w_axis, b_axis = _axes(cfg)
     data = instantiate(cfg.data)
     data.setup("fit")
-    if data.num_features != 1 or data.y_train.shape[1] != 1:
+    if data.num_features != 1:
         raise ConfigError(
             f"the grid search is over one weight, but the data has {data.num_features} features: use data.features=1"
         )
@@ -177,7 +177,7 @@ def search(cfg: DictConfig) -> dict:
         "best": {"weight": [best_w], "bias": [best_b] if bias else None, "loss": best_loss},
         "candidates": len(losses),
         "samples": module.samples,
-        "predictions": {"x": query[:, 0].tolist(), "before": None, "after": (query[:, 0] * best_w + best_b).tolist()},
+        "predictions": {"x": prediction_rows(query), "before": None, "after": (query[:, 0] * best_w + best_b).tolist()},
         "optimum": closed_form,
         "epochs": 0,
         "steps": 0,

@@ -80,11 +80,12 @@ class Regressor(L.LightningModule):
         return self.optimizer_factory(self.parameters())
 
     def flat_parameters(self) -> torch.Tensor:
+        """A copy of every parameter in one vector (torch.cat copies), safe to keep across updates."""
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
     def on_train_start(self) -> None:
         if self.is_linear and not self.path:
-            self.path.append(self.flat_parameters().clone())
+            self.path.append(self.flat_parameters())
 
     def on_train_epoch_start(self) -> None:
         self._cost_sum = torch.zeros((), device=self.device, dtype=self.dtype)
@@ -106,7 +107,7 @@ class Regressor(L.LightningModule):
         if log_now:  # the parameters this step starts from, copied before the update changes them
             before = self._parameter_scalars()
             if self.is_linear and self.global_step > 0:
-                self.path.append(self.flat_parameters().clone())
+                self.path.append(self.flat_parameters())
         if self.automatic_optimization:
             loss = F.mse_loss(self(x), y)
         else:
@@ -142,7 +143,7 @@ class Regressor(L.LightningModule):
 
     def on_train_end(self) -> None:
         if self.is_linear:
-            self.path.append(self.flat_parameters().clone())
+            self.path.append(self.flat_parameters())
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

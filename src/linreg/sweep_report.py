@@ -56,7 +56,7 @@ class Job:
             return None
         if key == "prediction":
             after = (self.summary.get("predictions") or {}).get("after") or [None]
-            return number(after[0] if not isinstance(after[0], list) else after[0][0])
+            return number(after[0])
         return number(self.summary.get(key))
 
 

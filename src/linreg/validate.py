@@ -93,8 +93,9 @@ def check(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
-    path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
-    if OmegaConf.select(cfg, "data.source", default=None) == "csv" and (path is None or path == "???"):
-        raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
-    if OmegaConf.select(cfg, "data.source", default=None) == "csv" and not Path(path).is_file():
-        raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
+    if OmegaConf.select(cfg, "data.source", default=None) == "csv":  # sources.from_csv checks again, for library use
+        path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)  # None when still ???
+        if path is None:
+            raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
+        if not Path(path).is_file():
+            raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
