@@ -3,12 +3,18 @@ PYTHON ?= python
 # Installed only where no torch is present: the CPU build on machines that keep it locally, PyPI's default elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: train test lint install install-dev
+.PHONY: train test test-all lint install install-dev
 
 train: .make/install
 	$(PYTHON) scripts/train.py +experiment=sgd
 
+# The everyday loop: everything but the tests marked slow (subprocesses, DDP, sweeps, servers).
 test: .make/install-dev
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -m "not slow"
+
+# Everything, as CI runs it.
+test-all: .make/install-dev
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
 

@@ -1,8 +1,10 @@
 """scripts/bench.py at toy sizes: it runs and prints its table. No timing is asserted: CI machines are noisy."""
 
+import pytest
 from conftest import script
 
 
+@pytest.mark.slow
 def test_bench_prints_its_table(tmp_path):
     done = script(
         "bench.py",

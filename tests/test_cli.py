@@ -21,6 +21,7 @@ def only_run_folder(root):
     return folders[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["gd", "sgd", "minibatch"])
 def test_experiment_runs_from_the_command_line(experiment, tmp_path):
     done = script(
@@ -50,6 +51,7 @@ def test_experiment_runs_from_the_command_line(experiment, tmp_path):
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 def test_two_job_multirun_gives_two_complete_folders(tmp_path):
     done = script(
         "train.py",
@@ -72,6 +74,7 @@ def test_two_job_multirun_gives_two_complete_folders(tmp_path):
         assert "train/loss" in scalar_tags(job)
 
 
+@pytest.mark.slow
 def test_help_lists_the_groups_and_writes_nothing(tmp_path):
     done = script("train.py", "--help", cwd=tmp_path)
     assert done.returncode == 0

@@ -34,6 +34,7 @@ def check(done, *needles: str) -> None:
         assert needle in done.stdout
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_follows_the_single_process_trajectory(tmp_path, run_train):
     done = script("train.py", *MINIBATCH, *DDP_CPU, *QUIET, cwd=tmp_path, timeout=120)
     check(done)
@@ -84,6 +85,7 @@ def test_a_global_batch_that_does_not_divide_by_the_devices_is_refused(tmp_path,
     assert len(data.train_dataloader()) == 32  # 1024 samples in global batches of 32, 16 per rank
 
 
+@pytest.mark.slow
 def test_divergence_on_one_rank_stops_every_rank_cleanly(tmp_path):
     """At step 2 rank 0's share has loss 110 and rank 1's 89 (seed 0, lr 1.9): a bound of 100 is crossed on
     rank 0 only. All ranks must stop together, with the diverged summary and exit code 3, not a gloo crash."""
@@ -98,6 +100,7 @@ def test_divergence_on_one_rank_stops_every_rank_cleanly(tmp_path):
     assert read_summary(summaries[0].parent)["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_ddp_spawn_sweep_makes_one_sweep_folder_with_complete_jobs(tmp_path):
     """With trainer=ddp every extra rank would re-run the whole `-m` command line; ddp_spawn starts the
     ranks from inside each job. The two jobs differ only in how the gradient is found, so under DDP too
@@ -129,6 +132,7 @@ def test_ddp_spawn_sweep_makes_one_sweep_folder_with_complete_jobs(tmp_path):
     assert (autograd["epochs"], autograd["steps"]) == (2, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
     reason="hydra-submitit-launcher is not installed (pip install -e '.[cluster]')",

@@ -21,6 +21,7 @@ BAD_OVERRIDES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", sorted(BAD_OVERRIDES))
 def test_bad_setting_gives_one_clear_line_and_a_non_zero_exit(overrides, tmp_path):
     done = script("train.py", *overrides.split(), cwd=tmp_path, timeout=60)
@@ -40,6 +41,7 @@ def test_gpu_trainer_without_a_gpu_is_refused_clearly(tmp_path):
         train(compose_config(["trainer=gpu"], tmp_path))
 
 
+@pytest.mark.slow
 def test_full_error_still_shows_the_traceback(tmp_path):
     done = script("train.py", "optimizer.lr=-1", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"}, timeout=60)
     assert done.returncode != 0 and "Traceback" in done.stderr and "ConfigError" in done.stderr
@@ -79,6 +81,7 @@ def test_diverging_run_stops_at_once_and_keeps_what_it_wrote(tmp_path):
     assert len(scalar_tags(tmp_path)["train/loss"]) == summary["steps"]
 
 
+@pytest.mark.slow
 def test_diverging_job_in_a_multirun_lets_the_others_finish(tmp_path):
     done = script("train.py", "-m", "+experiment=sgd", "optimizer.lr=0.01,1.0", "trainer.max_epochs=20",
                   "callbacks.progress_bar.refresh_rate=0", cwd=tmp_path)
@@ -89,6 +92,7 @@ def test_diverging_job_in_a_multirun_lets_the_others_finish(tmp_path):
     assert statuses == {"0_optimizer.lr=0.01": "completed", "1_optimizer.lr=1.0": "diverged"}
 
 
+@pytest.mark.slow
 def test_diverging_single_run_exits_non_zero(tmp_path):
     done = script("train.py", "+experiment=sgd", "optimizer.lr=1.0", "callbacks.progress_bar.refresh_rate=0",
                   cwd=tmp_path)
@@ -96,6 +100,7 @@ def test_diverging_single_run_exits_non_zero(tmp_path):
     assert "error: training diverged" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_eval_reports_loss_and_predictions_and_refuses_bad_checkpoints(run_train, tmp_path):
     import json
 
@@ -132,6 +137,7 @@ def test_analytic_gradient_under_mixed_precision_is_refused(tmp_path):
         train(compose_config(["+experiment=gd", "trainer.precision=bf16-mixed"], tmp_path))
 
 
+@pytest.mark.slow
 def test_resume_takes_no_other_settings(tmp_path):
     done = script("train.py", f"resume={tmp_path}", "optimizer.lr=0.5", cwd=tmp_path, timeout=60)
     assert done.returncode == 2 and "resume=" in done.stderr and "Traceback" not in done.stderr

@@ -104,6 +104,7 @@ def test_grid_over_several_features_is_a_config_error(tmp_path):
         search(compose_config(["+experiment=grid", "data=synthetic", "data.features=2"], tmp_path))
 
 
+@pytest.mark.slow
 def test_grid_runs_from_the_command_line(tmp_path):
     done = script("train.py", "+experiment=grid", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -62,6 +62,7 @@ def test_same_seed_gives_identical_numbers_and_other_seeds_other_orders(tmp_path
     assert not torch.equal(*orders)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_a_summary_then_exits_non_zero(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train.py"), "+experiment=minibatch", "trainer.max_epochs=100000",
@@ -82,6 +83,7 @@ def test_ctrl_c_saves_a_checkpoint_and_a_summary_then_exits_non_zero(tmp_path):
     assert list(folder.glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_distinct_complete_folders(tmp_path):
     args = [sys.executable, str(ROOT / "scripts" / "train.py"), "+experiment=sgd", "trainer.max_epochs=5",
             "callbacks.progress_bar.refresh_rate=0"]

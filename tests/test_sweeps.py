@@ -51,6 +51,7 @@ def sweep(tmp_path_factory):
     return only_sweep(root)
 
 
+@pytest.mark.slow
 def test_two_by_two_sweep_gives_four_complete_jobs(sweep):
     jobs = job_folders(sweep)
     assert [p.name for p in jobs] == [
@@ -66,6 +67,7 @@ def test_two_by_two_sweep_gives_four_complete_jobs(sweep):
         assert (job / ".hydra" / "overrides.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_report_lists_every_job_best_first(sweep):
     root = sweep.parents[3]
     done = script("report.py", cwd=root)  # no argument: the newest sweep under outputs/multirun
@@ -89,6 +91,7 @@ def test_report_lists_every_job_best_first(sweep):
     assert "| optimizer | optimizer.lr |" in done.stdout and str(sweep.name) in done.stdout
 
 
+@pytest.mark.slow
 def test_report_lists_diverged_and_failed_jobs_last(sweep, tmp_path):
     from linreg.sweep_report import report
 
@@ -110,6 +113,7 @@ def test_report_lists_diverged_and_failed_jobs_last(sweep, tmp_path):
     assert (copy / "report.png").is_file() and "| failed |" in (copy / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_explains_a_missing_or_empty_folder_in_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     for args, message in (
@@ -123,6 +127,7 @@ def test_report_explains_a_missing_or_empty_folder_in_one_line(tmp_path):
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_the_jobs_in_parallel_workers(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the [sweep] extra: hydra-joblib-launcher")
     done = script(
@@ -145,6 +150,7 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_workers(tmp_path):
     assert choices["hydra/launcher"] == "joblib"
 
 
+@pytest.mark.slow
 def test_optuna_search_finds_a_best_value(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the [sweep] extra: hydra-optuna-sweeper")
     done = script(
@@ -186,6 +192,7 @@ def get_json(url: str, body: dict | None = None):
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_every_job_with_its_metrics(sweep, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}/data"
