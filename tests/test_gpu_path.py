@@ -4,6 +4,8 @@ The tests marked needs_cuda run on a CUDA machine (scripts/gpu_check.sh runs the
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import pytest
 import torch
@@ -215,3 +217,24 @@ def test_gpu_run_resumed_mid_epoch_matches_the_uninterrupted_one(tmp_path):
     assert {(s[0].type, s[1]) for s in StateWatch.seen} == {("cuda", torch.float32)}
     assert resumed["weight"] == pytest.approx(whole["weight"], rel=1e-6)
     assert resumed["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-6)
+
+
+# ---- defect 4: a CPU run on a GPU host prints no "GPU available but not used" ----
+
+
+def test_a_cpu_run_on_a_gpu_host_does_not_warn_about_the_gpu(monkeypatch):
+    from lightning.pytorch.accelerators import CUDAAccelerator
+    from lightning.pytorch.trainer.setup import _log_device_info
+
+    from linreg.train import quiet_lightning
+
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _log_device_info(trainer)  # what Trainer() calls: on a GPU host Lightning warns
+        assert any("GPU available but not used" in str(w.message) for w in seen)
+        seen.clear()
+        quiet_lightning()
+        _log_device_info(trainer)
+    assert not seen, [str(w.message) for w in seen]
