@@ -238,3 +238,52 @@ def test_a_cpu_run_on_a_gpu_host_does_not_warn_about_the_gpu(monkeypatch):
         quiet_lightning()
         _log_device_info(trainer)
     assert not seen, [str(w.message) for w in seen]
+
+
+# ---- defect 5: the shuffled order need not cross the bus every epoch ----
+
+
+def orders(device: str, permute_on: str, epochs=(0, 0, 1)) -> list[torch.Tensor]:
+    from linreg.data import EpochPermutation
+
+    sampler = EpochPermutation(1000, True, 7, device, permute_on)
+    drawn = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        drawn.append(sampler.indices())
+    return drawn
+
+
+@pytest.mark.parametrize("permute_on", ["cpu", "device"])
+def test_every_epoch_order_is_a_seeded_permutation_on_the_datas_device(permute_on):
+    first, again, next_epoch = orders("cpu", permute_on)
+    assert torch.equal(first.sort().values, torch.arange(1000))
+    assert torch.equal(first, again) and not torch.equal(first, next_epoch)
+    assert torch.equal(first, orders("cpu", "cpu")[0])  # on the CPU both draw the CPU order
+
+
+def test_permute_on_device_trains_like_the_default_on_cpu_and_is_checked(tmp_path, run_train):
+    run = ["+experiment=minibatch", "trainer.max_epochs=2"]
+    default, _ = run_train(run, "default")
+    on_device, _ = run_train([*run, "+data.permute_on=device"], "device")
+    assert on_device["weight"] == default["weight"] and on_device["final_loss"] == default["final_loss"]
+    with pytest.raises(ConfigError, match="data.permute_on='gpu' is not allowed: use cpu .* or device"):
+        check(tmp_path, *run, "+data.permute_on=gpu")
+
+
+@needs_cuda
+def test_on_a_gpu_the_default_order_is_the_cpus_and_device_order_stays_there():
+    cpu_order = orders("cpu", "cpu")
+    for order, expected in zip(orders("cuda", "cpu"), cpu_order):
+        assert order.device.type == "cuda" and torch.equal(order.cpu(), expected)
+    first, again, next_epoch = orders("cuda", "device")
+    assert first.device.type == "cuda"
+    assert torch.equal(first.sort().values.cpu(), torch.arange(1000))
+    assert torch.equal(first, again) and not torch.equal(first, next_epoch)
+
+
+@needs_cuda
+def test_gpu_run_with_the_order_drawn_on_the_device_reaches_the_optimum(run_train):
+    summary, _ = run_train(["+experiment=minibatch", "trainer=gpu", "+data.permute_on=device"])
+    assert summary["status"] == "completed" and summary["device"].startswith("cuda")
+    assert summary["excess_loss"] < 1e-2

@@ -33,6 +33,7 @@ RULES = [
     ("data.noise", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("data.val_fraction", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("data.shuffle", lambda v: isinstance(v, bool), "true or false"),
+    ("data.permute_on", lambda v: v in ("cpu", "device"), "cpu (the CPU run's order) or device (drawn on the GPU)"),
     ("model.depth", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("model.hidden", lambda v: _whole(v, 1), "a whole number >= 1"),
     ("model.init_weight", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),
