@@ -3,7 +3,7 @@ stand in for the GPU machine, so its control flow, budget, gating and results ar
 
 The stub python3 records every call, fakes scripts/train.py (a summary.json per run folder), pytest (a JUnit
 file) and bench.py, answers the card check, and hands everything else (the import check, the comparison) to
-the real interpreter. Named without "gpu" so that the GPU machine's `-k "gpu or cuda"` leaves it out.
+the real interpreter. Named without "gpu" or "cuda" so that the GPU machine's `-k "gpu or cuda"` leaves it out.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def statuses(out: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_every_step_and_goes_on_after_a_failure(tmp_path):
+def test_check_script_runs_every_step_and_goes_on_after_a_failure(tmp_path):
     done, out, calls = run_check(tmp_path, gpu=True, STUB_FAIL="gd_gpu")
     assert done.returncode == 1, done.stdout + done.stderr
     steps = statuses(out)
@@ -130,7 +130,7 @@ def test_gpu_check_runs_every_step_and_goes_on_after_a_failure(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_check_without_a_gpu_skips_the_gpu_steps_and_keeps_to_its_budget(tmp_path):
+def test_check_script_without_a_card_skips_the_card_steps_and_keeps_to_its_budget(tmp_path):
     done, out, calls = run_check(tmp_path, gpu=False, BUDGET="100")
     assert done.returncode == 1  # the card check failed
     steps = statuses(out)
