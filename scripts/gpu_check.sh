@@ -64,6 +64,7 @@ QUIET=("~callbacks.progress_bar" "+trainer.enable_progress_bar=false")  # one sg
 T0=$SECONDS
 failed=0
 declare -A result
+unset NEEDS EXPECT  # set per step below
 
 record() {  # record NAME STATUS SECONDS [NOTE]
     result[$1]=$2
@@ -111,9 +112,9 @@ GPU=(trainer=gpu)
 MINIBATCH=(+experiment=minibatch)
 
 # 1. the interpreter and the packages, then the card
-NEEDS='' step imports 60 "$PY" -c "import hydra, omegaconf, lightning, pytest, torch, linreg.train
-print('python', '$PY', 'torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__)
-print('hydra from', hydra.__file__)"
+NEEDS='' step imports 60 "$PY" -c "import sys, hydra, omegaconf, lightning, pytest, torch, linreg.train
+print(sys.executable, sys.version.split()[0], 'torch', torch.__version__, 'lightning', lightning.__version__)
+print('hydra', hydra.__version__, 'from', hydra.__file__, '; linreg from', linreg.__file__)"
 NEEDS='' step card 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv && nvidia-smi -L &&
     "$0" -c "import torch; assert torch.cuda.is_available(), \"torch sees no CUDA GPU\"
 print(\"torch\", torch.__version__, \"CUDA\", torch.version.cuda, torch.cuda.get_device_name(0))
