@@ -151,7 +151,8 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{world} processes with DDP (trainer=ddp, or several trainer.devices, for which Lightning picks ddp) "
             "inside a sweep (-m) would run the whole sweep again for every extra rank: "
-            "use trainer=ddp_spawn (or hydra/launcher=slurm, where SLURM starts the ranks)"
+            "use trainer=ddp_spawn with the same trainer.accelerator and trainer.devices (or hydra/launcher=slurm, "
+            "where SLURM starts the ranks)"
         )
     if OmegaConf.select(cfg, "data.source", default=None) == "csv":  # sources.from_csv checks again, for library use
         path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)  # None when still ???
