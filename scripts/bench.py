@@ -101,7 +101,9 @@ class EpochTimer(L.Callback):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-def lightning_epoch_times(x, y, batch, epochs, cap, device, *, loader, logger, gradient, logdir) -> list[float]:
+def lightning_epoch_times(
+    x, y, batch, epochs, cap, device, *, loader, logger, gradient, logdir, permute_on="cpu"
+) -> list[float]:
     """Fit a Regressor for ``epochs`` epochs on the project's DataModule or on a default DataLoader."""
     n = len(x)
     steps = math.ceil(n / batch)
@@ -123,7 +125,7 @@ def lightning_epoch_times(x, y, batch, epochs, cap, device, *, loader, logger, g
         num_sanity_val_steps=0,
     )
     if loader == "project":
-        data = RegressionData(source="synthetic", batch_size=batch, shuffle=True, seed=0)
+        data = RegressionData(source="synthetic", batch_size=batch, shuffle=True, seed=0, permute_on=permute_on)
         data.x_train, data.y_train = x, y  # the shared tensors: setup() keeps data already there
         trainer.fit(model, datamodule=data)
     else:
@@ -163,10 +165,12 @@ def benchmark(args, x, y, batches: list[int]) -> dict:
                 runs = {
                     "raw": lambda b=b, cap=cap: raw_epoch_times(x, y, b, args.epochs, cap, args.device),
                     "project": functools.partial(
-                        lightning_epoch_times, loader="project", logger=True, gradient="autograd"
+                        lightning_epoch_times, loader="project", logger=True, gradient="autograd",
+                        permute_on=args.permute_on,
                     ),
                     "project_nolog": functools.partial(
-                        lightning_epoch_times, loader="project", logger=False, gradient="autograd"
+                        lightning_epoch_times, loader="project", logger=False, gradient="autograd",
+                        permute_on=args.permute_on,
                     ),
                     "usual": lambda x, y, b, epochs, device, logdir: usual_epoch_times(
                         x, y, b, epochs, args.usual_samples, device, logdir
@@ -174,7 +178,8 @@ def benchmark(args, x, y, batches: list[int]) -> dict:
                 }
                 if b >= 65_536 and not args.no_analytic:
                     runs["analytic"] = functools.partial(
-                        lightning_epoch_times, loader="project", logger=True, gradient="analytic"
+                        lightning_epoch_times, loader="project", logger=True, gradient="analytic",
+                        permute_on=args.permute_on,
                     )
                 for name, fn in runs.items():
                     if name == "raw":
@@ -335,6 +340,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps", type=int, default=10_000, help="cap on steps timed per epoch (scaled up)")
     parser.add_argument("--usual-samples", type=int, default=65_536, help="samples per epoch timed for the usual setup")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--permute-on", choices=["cpu", "device"], default="cpu",
+                        help="where the project's loader draws each epoch's order (data.permute_on)")
     parser.add_argument("--no-analytic", action="store_true", help="leave out the gradient=analytic rows")
     parser.add_argument("--threads", type=int, default=None, help="torch threads; default: torch's choice")
     parser.add_argument("--quick", action="store_true", help="skip the end-to-end and memory checks")
@@ -351,7 +358,8 @@ def main(argv=None) -> int:
         return 0
 
     print(
-        f"# {args.samples:,} samples x {args.features} features on {args.device}, torch {torch.__version__}, "
+        f"# {args.samples:,} samples x {args.features} features on {args.device} (order drawn on "
+        f"{args.permute_on}), torch {torch.__version__}, "
         f"lightning {L.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s); "
         f"median of {args.repeats} repeat(s) of epochs 2..{args.epochs}"
     )

@@ -44,15 +44,24 @@ def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Ten
     return make(**options)
 
 
+PERMUTE_ON = ("cpu", "device")  # where the shuffled order is drawn; see EpochPermutation
+
+
 class EpochPermutation:
     """The order of the samples in one epoch: a permutation seeded by (seed, epoch), or None for in order.
 
     It plays the part of a sampler: Lightning calls ``set_epoch`` on a loader's ``sampler`` at the start
     of every epoch, also after resuming from a checkpoint, so the data order resumes exactly.
+
+    ``permute_on="cpu"`` draws the order on the CPU, the same on every device, so a GPU run sees the batches
+    of the CPU run; for a GPU it is drawn into pinned memory and copied without blocking. ``"device"`` draws
+    it where the data lives with that device's generator: nothing crosses the bus, but the order differs
+    from the CPU's (reproducible on the same kind of device).
     """
 
-    def __init__(self, samples: int, shuffle: bool, seed: int):
+    def __init__(self, samples: int, shuffle: bool, seed: int, device=None, permute_on: str = "cpu"):
         self.samples, self.shuffle, self.seed, self.epoch = samples, shuffle, seed, 0
+        self.device, self.permute_on = torch.device(device or "cpu"), permute_on
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -60,8 +69,13 @@ class EpochPermutation:
     def indices(self) -> torch.Tensor | None:
         if not self.shuffle:
             return None
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.samples, generator=generator)
+        seed = self.seed * 1_000_003 + self.epoch
+        if self.permute_on == "device":
+            generator = torch.Generator(self.device).manual_seed(seed)
+            return torch.randperm(self.samples, generator=generator, device=self.device)
+        pinned = self.device.type == "cuda"
+        order = torch.randperm(self.samples, generator=torch.Generator().manual_seed(seed), pin_memory=pinned)
+        return order.to(self.device, non_blocking=pinned)
 
 
 class TensorBatches:
@@ -74,10 +88,10 @@ class TensorBatches:
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None,
-                 progress=None):
+                 progress=None, permute_on: str = "cpu"):
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.sampler = EpochPermutation(len(x), shuffle, seed)
+        self.sampler = EpochPermutation(len(x), shuffle, seed, self.x.device, permute_on)
         self.batch_sampler = None  # Lightning looks for one beside a sampler; batches are cut here instead
         self.progress = progress  # how many batches of this epoch the trainer has completed
         self._skip = 0
@@ -101,8 +115,6 @@ class TensorBatches:
         # One batch of the whole set: its gradient is the same in any order, so skip the permutation and
         # the copy of the set that index_select would make (docs/benchmarks.md: memory).
         order = self.sampler.indices() if self.batch_size < len(self.x) else None
-        if order is not None:
-            order = order.to(self.x.device)
         n = len(self.x)
         first, self._skip = self._skip * self.batch_size, 0
         for start in range(first, len(self) * self.batch_size, self.batch_size):
@@ -119,6 +131,8 @@ class RegressionData(L.LightningDataModule):
     """Serves one of ``SOURCES`` with a batch size: 1 is SGD, ``full`` is GD, anything between mini-batch.
 
     ``batch_size`` is the global batch; under DDP each device gets ``batch_size / world_size`` samples.
+    ``permute_on`` says where a shuffled order is drawn (EpochPermutation): ``cpu``, the default, gives a GPU
+    run the CPU run's batches; ``device`` saves the GPU the copy of the order every epoch.
     """
 
     def __init__(
@@ -128,6 +142,7 @@ class RegressionData(L.LightningDataModule):
         shuffle: bool = False,
         val_fraction: float = 0.0,
         seed: int = 0,
+        permute_on: str = "cpu",
         **options,
     ):
         super().__init__()
@@ -137,7 +152,9 @@ class RegressionData(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size!r} must be a whole number >= 1 or 'full'")
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction!r} must be in [0, 1)")
-        self.source, self.batch_size, self.shuffle = source, batch_size, shuffle
+        if permute_on not in PERMUTE_ON:
+            raise ConfigError(f"data.permute_on={permute_on!r} is not known; use one of {list(PERMUTE_ON)}")
+        self.source, self.batch_size, self.shuffle, self.permute_on = source, batch_size, shuffle, permute_on
         self.val_fraction, self.seed, self.options = val_fraction, seed, options
         self.x_train = self.y_train = self.x_val = self.y_val = None
 
@@ -180,6 +197,7 @@ class RegressionData(L.LightningDataModule):
             trainer.world_size,
             trainer.strategy.root_device,
             progress=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+            permute_on=self.permute_on,
         )
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

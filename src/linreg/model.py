@@ -66,6 +66,7 @@ class Regressor(L.LightningModule):
         self.optimizer_factory = optimizer
         self.automatic_optimization = gradient == "autograd"
         self.path: list[torch.Tensor] = []  # flat parameters at the logged steps, for the landscape figure
+        self._restored_cost: dict | None = None  # the epoch's running sums from a mid-epoch checkpoint
 
     @property
     def is_linear(self) -> bool:
@@ -86,6 +87,9 @@ class Regressor(L.LightningModule):
     def on_train_start(self) -> None:
         if self.is_linear and not self.path:
             self.path.append(self.flat_parameters())
+        if self._restored_cost is not None:  # here the module already has its device and dtype
+            self._cost_sum = torch.tensor(self._restored_cost["sum"], device=self.device, dtype=self.dtype)
+            self._seen, self._restored_cost = self._restored_cost["seen"], None
 
     def on_train_epoch_start(self) -> None:
         self._cost_sum = torch.zeros((), device=self.device, dtype=self.dtype)
@@ -97,9 +101,9 @@ class Regressor(L.LightningModule):
             checkpoint["epoch_cost"] = {"sum": self._cost_sum.item(), "seen": self._seen}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "epoch_cost" in checkpoint:
-            self._cost_sum = torch.tensor(checkpoint["epoch_cost"]["sum"], dtype=self.dtype)
-            self._seen = checkpoint["epoch_cost"]["seen"]
+        # Lightning restores before it moves the module to its device and precision: a tensor made now would
+        # stay on the CPU in float32, so the numbers wait for on_train_start.
+        self._restored_cost = checkpoint.get("epoch_cost")
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -33,6 +33,7 @@ def quiet_lightning() -> None:
         ".*across ranks is zero.*",  # no validation set: val_dataloader returns []
         ".*isinstance.treespec, LeafSpec.*",  # Lightning's own use of a deprecated torch API
         ".*The dirpath has changed from.*",  # resume= continues into a new run folder on purpose
+        ".*GPU available but not used.*",  # trainer=cpu is a choice; trainer=gpu or trainer=auto use the GPU
     ):
         warnings.filterwarnings("ignore", message=message)
 

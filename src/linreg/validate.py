@@ -33,6 +33,7 @@ RULES = [
     ("data.noise", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("data.val_fraction", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("data.shuffle", lambda v: isinstance(v, bool), "true or false"),
+    ("data.permute_on", lambda v: v in ("cpu", "device"), "cpu (the CPU run's order) or device (drawn on the GPU)"),
     ("model.depth", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("model.hidden", lambda v: _whole(v, 1), "a whole number >= 1"),
     ("model.init_weight", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),
@@ -45,14 +46,82 @@ RULES = [
 ]
 
 
+# Lightning's precision names, its aliases mapped as lightning.fabric.connector maps them (checked on 2.6.6;
+# a test compares the two). Kept here so that this check needs no import of Lightning.
+PRECISION_ALIASES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
+              "transformer-engine-float16")
+MIXED = ("16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# Strategies whose processes Lightning starts from inside this one; any other multi-process strategy
+# (ddp, and the ddp Lightning picks by itself for several devices) re-runs the command line per rank.
+IN_PROCESS_LAUNCH = ("spawn", "fork", "notebook")
+
+
+def precision(cfg: DictConfig) -> str:
+    """``trainer.precision`` under Lightning's own name: 16 and "16" are 16-mixed, bf16 is bf16-mixed."""
+    value = OmegaConf.select(cfg, "trainer.precision", default="32-true")
+    name = None if isinstance(value, (bool, float)) else PRECISION_ALIASES.get(str(value), str(value))
+    if name not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={value!r} is not allowed: use one of {', '.join(PRECISIONS)} "
+            f"(or the short forms {', '.join(PRECISION_ALIASES)})"
+        )
+    return name
+
+
+def _devices(value, accelerator: str) -> int | list | str:
+    """``trainer.devices`` as a count, a list of GPU indices or "auto"; ConfigError for anything Lightning refuses."""
+    if isinstance(value, str) and value.strip().isdigit():  # Lightning reads "2" as 2
+        value = int(value)
+    gpu = accelerator in ("gpu", "cuda", "auto")
+    if value == "auto" or _whole(value, 1):
+        return value
+    if gpu and value == -1:
+        return "auto"
+    if gpu and OmegaConf.is_list(value) and len(value) and all(_whole(i, 0) for i in value) \
+            and len(set(value)) == len(value):
+        return list(value)
+    allowed = "a whole number >= 1, or auto"
+    if gpu:
+        allowed += " (or -1) for every GPU, or a list of GPU indices such as [0,1]"
+    raise ConfigError(f"trainer.devices={value!r} is not allowed with trainer.accelerator={accelerator}: use {allowed}")
+
+
 def world_size(cfg: DictConfig) -> int | None:
-    """How many DDP processes the trainer settings ask for, where that is known before Lightning starts."""
-    strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
-    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
-    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
-    if not (isinstance(strategy, str) and strategy.startswith("ddp") and _whole(devices, 1) and _whole(nodes, 1)):
+    """How many processes the trainer settings start, derived as Lightning derives it: from the accelerator,
+    devices and nodes, since Lightning picks DDP by itself for several devices (``trainer=gpu
+    trainer.devices=2``, or ``trainer=auto`` on a multi-GPU host). None where the strategy is not one of
+    Lightning's names (an object or a plugin): then the loader checks the batch once the trainer knows."""
+    if OmegaConf.select(cfg, "trainer", default=None) is None:
         return None
-    return devices * nodes
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    devices = _devices(OmegaConf.select(cfg, "trainer.devices", default="auto"), accelerator)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto")
+    if not isinstance(strategy, str):
+        return None
+    if accelerator == "auto":
+        import torch  # only for trainer=auto or a GPU: everything else in this check stays quick
+
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(devices, list):
+        count = len(devices)
+    elif devices == "auto":
+        import torch
+
+        count = torch.cuda.device_count() if accelerator in ("gpu", "cuda") else 1
+    else:
+        count = devices
+    if strategy == "single_device":
+        return 1
+    return count * nodes
+
+
+def _relaunches_per_rank(cfg: DictConfig) -> bool:
+    """The strategy Lightning uses re-runs the command line for every extra rank (ddp, picked or named)."""
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
+    return not any(word in strategy for word in IN_PROCESS_LAUNCH)
 
 
 def _sweep_reruns_for_every_rank() -> bool:
@@ -74,28 +143,52 @@ def check(cfg: DictConfig) -> None:
             continue
         if not test(value):
             raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+    _trainer_settings(cfg)
     world, batch = world_size(cfg), OmegaConf.select(cfg, "data.batch_size", default=None)
     if world and _whole(batch, 1) and batch % world:
         raise indivisible_batch(batch, world)
-    if world and world > 1 and OmegaConf.select(cfg, "trainer.strategy") == "ddp" and _sweep_reruns_for_every_rank():
+    if world and world > 1 and _relaunches_per_rank(cfg) and _sweep_reruns_for_every_rank():
         raise ConfigError(
-            "trainer=ddp inside a sweep (-m) would run the whole sweep again for every extra rank: "
-            "use trainer=ddp_spawn (or hydra/launcher=slurm, where SLURM starts the ranks)"
+            f"{world} processes with DDP (trainer=ddp, or several trainer.devices, for which Lightning picks ddp) "
+            "inside a sweep (-m) would run the whole sweep again for every extra rank: "
+            "use trainer=ddp_spawn with the same trainer.accelerator and trainer.devices (or hydra/launcher=slurm, "
+            "where SLURM starts the ranks)"
         )
-    mixed = "mixed" in str(OmegaConf.select(cfg, "trainer.precision"))
-    if OmegaConf.select(cfg, "model.gradient") == "analytic" and mixed:
-        raise ConfigError(
-            "model.gradient=analytic is derived in full precision and skips the loss scaler: "
-            "use trainer.precision=32-true or 64, or model.gradient=autograd"
-        )
-    if OmegaConf.select(cfg, "trainer.accelerator") in ("gpu", "cuda"):
-        import torch  # only here: everything else in this check stays quick
-
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
     if OmegaConf.select(cfg, "data.source", default=None) == "csv":  # sources.from_csv checks again, for library use
         path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)  # None when still ???
         if path is None:
             raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
         if not Path(path).is_file():
             raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
+
+
+def _trainer_settings(cfg: DictConfig) -> None:
+    """Accelerator, devices, nodes and precision, checked by the names Lightning will resolve them to."""
+    if OmegaConf.select(cfg, "trainer", default=None) is None:
+        return
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is not allowed: use one of {', '.join(ACCELERATORS)}")
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    if not _whole(nodes, 1):
+        raise ConfigError(f"trainer.num_nodes={nodes!r} is not allowed: use a whole number >= 1")
+    devices = _devices(OmegaConf.select(cfg, "trainer.devices", default="auto"), accelerator)
+    name = precision(cfg)
+    if OmegaConf.select(cfg, "model.gradient") == "analytic" and name in MIXED:
+        raise ConfigError(
+            "model.gradient=analytic is derived in full precision and skips the loss scaler, but "
+            f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')} is {name}: "
+            "use trainer.precision=32-true or 64, or model.gradient=autograd"
+        )
+    if accelerator in ("gpu", "cuda"):
+        import torch  # only here: everything else in this check stays quick
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer=gpu but this machine has no CUDA GPU that torch can use: use trainer=cpu")
+        have = torch.cuda.device_count()
+        wanted = max(devices) + 1 if isinstance(devices, list) else devices
+        if isinstance(wanted, int) and wanted > have:
+            raise ConfigError(
+                f"trainer.devices={OmegaConf.select(cfg, 'trainer.devices')} asks for more GPUs than the {have} "
+                f"this machine has: use trainer.devices={have} or fewer"
+            )
