@@ -1,0 +1,70 @@
+"""The lessons that print the course's numbers: the back-propagation walk-through and divide and conquer."""
+
+import pytest
+import seed_reference as ref
+from conftest import compose_config
+
+COURSE_GRADS = [-2.0, -7.84, -16.2288]  # section 3.3's printout for samples 1..3 (w0 = 1, lr 0.01, in order)
+
+
+def run_task(overrides, folder):
+    from importlib import import_module
+
+    cfg = compose_config(overrides, folder)
+    return import_module(f"linreg.{cfg.task}").run(cfg)
+
+
+def test_backprop_gives_the_course_gradients_by_hand_and_by_autograd(tmp_path, capsys):
+    summary = run_task(["+experiment=backprop"], tmp_path / "bp")
+    steps = summary["backprop"]
+    course, _ = ref.autograd_walk()
+    assert [s["x"] for s in steps] == [1.0, 2.0, 3.0] and [s["y"] for s in steps] == [2.0, 4.0, 6.0]
+    for step, expected, (_, _, printed) in zip(steps, COURSE_GRADS, course):
+        assert step["grad_w"] == pytest.approx(expected, rel=1e-6)
+        assert step["autograd_grad_w"] == printed  # float32, bit for bit what the course's program prints
+        assert step["grad_w"] == pytest.approx(step["autograd_grad_w"], rel=1e-7)
+        assert step["loss"] == pytest.approx(step["residual"] ** 2, rel=1e-6)
+        assert step["y_hat"] == pytest.approx(step["x"] * step["w"], rel=1e-6)
+    assert [s["w"] for s in steps[1:]] == [s["w_after"] for s in steps[:-1]]  # each update feeds the next sample
+    assert summary["weight"][0] == pytest.approx(1.260688, rel=1e-6)
+    out = capsys.readouterr().out
+    assert "course:    grad: 2.0 4.0 -7.840000152587891" in out
+    assert "∂loss/∂w  = ∂loss/∂r · ∂r/∂ŷ · ∂ŷ/∂w = -3.9200000762939453 · 1 · 2.0 = -7.840000152587891" in out
+    assert (tmp_path / "bp" / "summary.json").is_file()
+
+
+def test_backprop_in_float64_gives_the_plain_python_numbers(tmp_path):
+    summary = run_task(["+experiment=backprop", "trainer.precision=64"], tmp_path)
+    assert [s["grad_w"] for s in summary["backprop"]] == pytest.approx(COURSE_GRADS, abs=1e-12)
+    assert summary["weight"][0] == pytest.approx(ref.stochastic_gradient_descent(epochs=1)[-1], abs=1e-12)
+
+
+def test_backprop_with_a_bias_and_adam_still_agrees_with_autograd(tmp_path):
+    summary = run_task(["+experiment=backprop", "model.bias=true", "model.init_bias=0.5", "optimizer=adam"], tmp_path)
+    for step in summary["backprop"]:
+        assert step["grad_b"] == pytest.approx(step["autograd_grad_b"], rel=1e-6)
+        assert step["grad_w"] == pytest.approx(step["autograd_grad_w"], rel=1e-6)
+    assert summary["bias"] is not None
+
+
+def test_backprop_refuses_batches(tmp_path):
+    from linreg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.batch_size=3 must be 1"):
+        run_task(["+experiment=backprop", "data.batch_size=3"], tmp_path)
+
+
+def graph_in_events(folder) -> bool:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return events.Tags()["graph"]
+
+
+def test_backprop_puts_the_graph_and_the_gradients_in_tensorboard(tmp_path):
+    from conftest import scalar_tags
+
+    run_task(["+experiment=backprop"], tmp_path)
+    assert graph_in_events(tmp_path)
+    assert scalar_tags(tmp_path)["backprop/grad_w"] == pytest.approx(COURSE_GRADS, rel=1e-6)
