@@ -68,3 +68,48 @@ def test_backprop_puts_the_graph_and_the_gradients_in_tensorboard(tmp_path):
     run_task(["+experiment=backprop"], tmp_path)
     assert graph_in_events(tmp_path)
     assert scalar_tags(tmp_path)["backprop/grad_w"] == pytest.approx(COURSE_GRADS, rel=1e-6)
+
+
+def test_divide_and_conquer_finds_w_2_within_100_evaluations(tmp_path, capsys):
+    import math
+
+    folder = tmp_path / "dc"
+    summary = run_task(["+experiment=divide_conquer"], folder)
+    assert abs(summary["weight"][0] - 2.0) <= 1e-6
+    # [0, 4] shrinks to 2/5 of its width a round, until half the width is at most 1e-6
+    rounds = math.ceil(math.log(1e-6 / 2) / math.log(2 / 5))
+    assert summary["rounds"] == rounds == 16
+    assert summary["evaluations"] == 4 * rounds <= 100
+    assert summary["status"] == "completed" and summary["excess_loss"] < 1e-10
+    rows = (folder / "rounds.csv").read_text().splitlines()
+    assert rows[0] == "round,w_low,w_high,best_w,cost,evaluations" and len(rows) == 1 + rounds
+    widths = [float(r.split(",")[2]) - float(r.split(",")[1]) for r in rows[1:]]
+    assert all(b == pytest.approx(a * 0.4) for a, b in zip(widths, widths[1:]))
+    assert (folder / "divide_conquer.png").stat().st_size > 10_000
+    assert "round  16: w in [" in capsys.readouterr().out
+
+
+def test_divide_and_conquer_lands_in_a_local_minimum_of_a_non_convex_cost(tmp_path):
+    stuck = run_task(["+experiment=divide_conquer_nonconvex"], tmp_path / "stuck")
+    assert stuck["weight"][0] == pytest.approx(4.79, abs=0.01)  # the second valley of sin(x w) against sin(x)
+    assert stuck["optimum"]["weight"][0] == pytest.approx(1.0, abs=0.01)
+    assert stuck["excess_loss"] > 0.5
+    found = run_task(["+experiment=divide_conquer_nonconvex", "search.w.high=10"], tmp_path / "found")
+    assert found["weight"][0] == pytest.approx(found["optimum"]["weight"][0], abs=1e-5)
+
+
+def test_divide_and_conquer_with_a_bias_meets_least_squares(tmp_path):
+    summary = run_task(
+        ["+experiment=divide_conquer", "data=synthetic", "data.samples=200", "model.bias=true"]
+        + ["search.b={low:-2,high:2}"],
+        tmp_path,
+    )
+    assert summary["weight"][0] == pytest.approx(summary["optimum"]["weight"][0], abs=1e-5)
+    assert summary["bias"][0] == pytest.approx(summary["optimum"]["bias"][0], abs=1e-5)
+
+
+def test_divide_and_conquer_names_a_missing_bias_range(tmp_path):
+    from linreg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.bias=true needs search.b"):
+        run_task(["+experiment=divide_conquer", "model.bias=true"], tmp_path)
