@@ -113,3 +113,68 @@ def test_divide_and_conquer_names_a_missing_bias_range(tmp_path):
 
     with pytest.raises(ConfigError, match="model.bias=true needs search.b"):
         run_task(["+experiment=divide_conquer", "model.bias=true"], tmp_path)
+
+
+def course_lines(out: str, head: str) -> list[list[str]]:
+    return [line.split()[1:] for line in out.splitlines() if line.strip().startswith(head)]
+
+
+def test_trace_of_sgd_prints_the_course_program_lines(run_train, capsys):
+    summary, folder = run_train(["+experiment=sgd", "report.trace=true"])
+    out = capsys.readouterr().out
+    grads, progress = ref.autograd_walk(epochs=100)  # section 3.3's program, float32 like this run
+    printed = [[float(v) for v in row] for row in course_lines(out, "grad:")]
+    assert len(printed) == 300
+    assert [row[:2] for row in printed] == [[x, y] for x, y, _ in grads]
+    # float32 from here on: late gradients are differences of nearly equal numbers, equal to about 1e-5
+    assert [row[2] for row in printed] == pytest.approx([g for _, _, g in grads], rel=1e-6, abs=1e-5)
+    assert [row[2] for row in printed[:3]] == [g for _, _, g in grads[:3]]
+    assert "\tgrad: 2.0 4.0 -7.840000152587891" in out
+    rows = course_lines(out, "progress:")
+    assert [int(r[0]) for r in rows] == list(range(100))
+    assert [float(r[4]) for r in rows] == pytest.approx([loss for _, loss in progress], rel=1e-5, abs=1e-8)
+    assert [float(r[2]) for r in rows] == pytest.approx(ref.stochastic_gradient_descent()[2::3], rel=1e-6)
+    assert "Predict (before training) 4.0 4.0" in out
+    assert course_lines(out, "Predict (after training)")[0][-1] == repr(summary["predictions"]["after"][0])
+    # the same signed gradients in TensorBoard, beside the norm
+    from conftest import scalar_tags
+
+    tags = scalar_tags(folder)
+    assert tags["train/grad_w"][:3] == pytest.approx(COURSE_GRADS, rel=1e-6)
+    assert tags["train/grad_norm"][:3] == pytest.approx([2.0, 7.84, 16.2288], rel=1e-6)
+
+
+def test_trace_of_gd_in_float64_prints_the_course_numbers(run_train, capsys):
+    run_train(["+experiment=gd", "report.trace=true", "trainer.precision=64"])
+    rows = course_lines(capsys.readouterr().out, "Epoch:")
+    path = ref.gradient_descent()
+    assert len(rows) == 100
+    assert abs(float(rows[0][2]) - 1.0933333333333333) < 1e-15 and abs(float(rows[0][4]) - 4.666666666666667) < 1e-15
+    assert [float(r[2]) for r in rows] == pytest.approx(path, abs=1e-12)
+    # loss= is the cost at the w the epoch started from, as the course prints cost_val before its update
+    assert [float(r[4]) for r in rows] == pytest.approx([ref.cost(w) for w in [1.0, *path[:-1]]], abs=1e-12)
+
+
+def test_no_trace_unless_asked(run_train, capsys):
+    run_train(["+experiment=sgd", "trainer.max_epochs=1"])
+    assert "grad:" not in capsys.readouterr().out
+
+
+def test_progress_bar_is_off_when_stdout_is_not_a_terminal(monkeypatch, tmp_path):
+    import io
+
+    from hydra.utils import instantiate
+
+    from linreg.resolvers import when_terminal
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert when_terminal(10) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout.isatty", lambda: True)
+        assert when_terminal(10) == 10
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"output_dir={tmp_path}"])
+    assert not instantiate(cfg.callbacks.progress_bar).is_enabled
