@@ -178,3 +178,15 @@ def test_progress_bar_is_off_when_stdout_is_not_a_terminal(monkeypatch, tmp_path
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"output_dir={tmp_path}"])
     assert not instantiate(cfg.callbacks.progress_bar).is_enabled
+
+
+@pytest.mark.parametrize("overrides", [["+experiment=sgd"], ["+experiment=deep_relu", "data.samples=64"]])
+def test_every_run_logs_its_graph_once(run_train, overrides):
+    _, folder = run_train([*overrides, "trainer.max_epochs=1"])
+    assert graph_in_events(folder)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    nodes = [n.name for n in events.Graph().node]
+    assert any("Linear" in n or "net" in n for n in nodes)
