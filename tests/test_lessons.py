@@ -190,3 +190,26 @@ def test_every_run_logs_its_graph_once(run_train, overrides):
     events.Reload()
     nodes = [n.name for n in events.Graph().node]
     assert any("Linear" in n or "net" in n for n in nodes)
+
+
+def report_of(**changes) -> str:
+    from pathlib import Path
+
+    from linreg.summary import console_report
+
+    result = {
+        "experiment": "sgd", "status": "completed", "epochs": 100, "steps": 300, "wall_time_s": 1.0, "device": "cpu",
+        "predictions": {"x": [4.0], "before": [4.0], "after": [7.999998569488525]},
+        "weight": [1.9999996423721313], "bias": None, "final_loss": 5.163277213190062e-13,
+        "optimum": {"weight": [2.0], "bias": None, "loss": 0.0}, "excess_loss": 5.163277213190062e-13,
+    }  # fmt: skip
+    return console_report({**result, **changes}, Path("run"))
+
+
+def test_console_report_keeps_full_precision_and_explains_itself():
+    text = report_of()
+    assert "-> [7.999998569488525]" in text and "weight [1.9999996423721313]  no bias" in text
+    mlp = report_of(weight=None, excess_loss=-1.46, final_loss=0.008)
+    assert "none" not in mlp and "fitted_curve.png" in mlp
+    assert "beats the best line by 1.46" in mlp
+    assert "beats" not in report_of(excess_loss=0.25)
