@@ -50,6 +50,10 @@ def _numbers(values) -> str:
     return "[" + ", ".join(_numbers(v) if isinstance(v, list) else repr(float(v)) for v in values) + "]"
 
 
+def _bias(values) -> str:
+    return "no bias" if values is None else f"bias {_numbers(values)}"
+
+
 def _gap(summary: dict) -> str:
     """The excess loss over the best line, in words when it is not plainly above it."""
     gap, best = summary["excess_loss"], summary["optimum"]["loss"]
@@ -65,13 +69,10 @@ def console_report(summary: dict, folder: Path) -> str:
     p, opt = summary["predictions"], summary["optimum"]
     if summary["weight"] is None:  # an MLP: many weights, none of which is the line's w
         fitted = f"weights: an MLP's, not one line's (its curve: fitted_curve.png)  loss {summary['final_loss']!r}"
-        best = f"best line (least squares): weight {_numbers(opt['weight'])}  bias {_numbers(opt['bias'])}"
+        best = f"best line (least squares): weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
     else:
-        bias = "no bias" if summary["bias"] is None else f"bias {_numbers(summary['bias'])}"
-        fitted = f"weight {_numbers(summary['weight'])}  {bias}  loss {summary['final_loss']!r}"
-        best = f"optimum: weight {_numbers(opt['weight'])}  " + (
-            "no bias" if opt["bias"] is None else f"bias {_numbers(opt['bias'])}"
-        )
+        fitted = f"weight {_numbers(summary['weight'])}  {_bias(summary['bias'])}  loss {summary['final_loss']!r}"
+        best = f"optimum: weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
     done = (
         f"{summary['evaluations']} cost evaluations in {summary['rounds']} rounds"
         if "evaluations" in summary
