@@ -213,3 +213,91 @@ def test_console_report_keeps_full_precision_and_explains_itself():
     assert "none" not in mlp and "fitted_curve.png" in mlp
     assert "beats the best line by 1.46" in mlp
     assert "beats" not in report_of(excess_loss=0.25)
+
+
+def fake_sweep(tmp_path, jobs: dict[str, list[str]]):
+    """A sweep folder as Hydra leaves it, its jobs trained in this process: summary, events, .hydra/*.yaml."""
+    from omegaconf import OmegaConf
+
+    from linreg.train import train
+
+    sweep = tmp_path / "sweep"
+    for name, overrides in jobs.items():
+        folder = sweep / name
+        cfg = compose_config(overrides, folder)
+        train(cfg)
+        (folder / ".hydra").mkdir()
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+        (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return sweep
+
+
+def test_report_draws_the_paths_of_gd_and_sgd_on_one_contour(tmp_path):
+    from test_figures import assert_picture
+
+    from linreg.sweep_report import report
+
+    sweep = fake_sweep(
+        tmp_path,
+        {"0_gd": ["+experiment=gd", "trainer.max_epochs=20"], "1_sgd": ["+experiment=sgd", "trainer.max_epochs=20"]},
+    )
+    text = report(sweep)
+    assert "paths.png" in text and "paths.png" in (sweep / "report.md").read_text()
+    assert_picture(sweep / "paths.png", colours=50)
+
+
+def test_the_comparison_draws_every_path_from_its_start(tmp_path):
+    from linreg import compare, figures
+    from linreg.sweep_report import load_jobs
+
+    sweep = fake_sweep(
+        tmp_path,
+        {
+            "0_one": ["+experiment=minibatch", "data.samples=64", "data.batch_size=1", "trainer.max_epochs=2"],
+            "1_full": ["+experiment=minibatch", "data.samples=64", "data.batch_size=full", "trainer.max_epochs=2"],
+        },
+    )
+    jobs = load_jobs(sweep)
+    setups = {j.folder: compare._setup(j.folder) for j in jobs}
+    paths = [compare._path(j.folder, True, j.summary, setups[j.folder][2]) for j in jobs]
+    assert [len(p) for p in paths] == [1 + 128 // 4 + 1, 1 + 0 + 1]  # start, steps logged every 4th, end
+    for job, points in zip(jobs, paths):
+        assert points[0].tolist() == [0.0, 0.0]
+        assert points[-1].tolist() == [job.summary["weight"][0], job.summary["bias"][0]]
+    figure = compare.draw(torch_x(), torch_x() * 2, dict(zip("ab", paths)), True, "t")
+    assert len(figure.axes[0].get_legend().get_texts()) == 3  # two paths and the optimum
+    figures.pyplot().close(figure)
+
+
+def torch_x():
+    import torch
+
+    return torch.linspace(-1, 1, 20).unsqueeze(1)
+
+
+def test_no_comparison_for_jobs_on_different_data(tmp_path):
+    from linreg.sweep_report import report
+
+    sweep = fake_sweep(
+        tmp_path,
+        {
+            "0": ["+experiment=sgd", "trainer.max_epochs=1"],
+            "1": ["+experiment=minibatch", "data.samples=64", "trainer.max_epochs=1"],
+        },
+    )
+    report(sweep)
+    assert not (sweep / "paths.png").exists()
+
+
+def test_figure_titles_name_the_experiment_and_the_learning_rate(tmp_path):
+    from linreg import figures
+
+    cfg = compose_config(["+experiment=sgd", "optimizer.lr=0.05"], tmp_path)
+    title = figures.run_title(cfg)
+    assert title == "sgd: SGD, lr=0.05, batch 1"
+    x = torch_x()
+    curve = figures.landscape(x, 2 * x, None, bias=False, title=title)
+    surface = figures.landscape(x, 2 * x + 1, None, bias=True, title=title)
+    assert title in curve.axes[0].get_title() and surface._suptitle.get_text() == title
+    grid_cfg = compose_config(["+experiment=grid"], tmp_path)
+    assert figures.run_title(grid_cfg) == "grid: grid"

@@ -207,9 +207,10 @@ def search(cfg: DictConfig) -> dict:
 
     logger = instantiate(cfg.logger)
     if bias:
-        figure = figures.grid_map(w_axis, b_axis, losses.reshape(len(w_axis), len(b_axis)), (best_w, best_b))
+        table = losses.reshape(len(w_axis), len(b_axis))
+        figure = figures.grid_map(w_axis, b_axis, table, (best_w, best_b), figures.run_title(cfg))
     else:
-        figure = figures.grid_curve(w_list, losses.tolist(), (best_w, best_loss))
+        figure = figures.grid_curve(w_list, losses.tolist(), (best_w, best_loss), figures.run_title(cfg))
     figures.save(figure, folder, "grid", logger.experiment)
     summary.write(result, folder)
     logger.log_hyperparams(summary.hparams(cfg), {"final_loss": best_loss, "excess_loss": result["excess_loss"]})
