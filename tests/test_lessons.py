@@ -301,3 +301,30 @@ def test_figure_titles_name_the_experiment_and_the_learning_rate(tmp_path):
     assert title in curve.axes[0].get_title() and surface._suptitle.get_text() == title
     grid_cfg = compose_config(["+experiment=grid"], tmp_path)
     assert figures.run_title(grid_cfg) == "grid: grid"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["backprop", "divide_conquer"])
+def test_lesson_tasks_run_from_the_command_line(experiment, tmp_path):
+    from conftest import read_summary, script
+
+    done = script("train.py", f"+experiment={experiment}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (folder,) = (tmp_path / "outputs").glob(f"*/*_{experiment}")
+    summary = read_summary(folder)
+    if experiment == "backprop":
+        assert [round(s["grad_w"], 4) for s in summary["backprop"]] == COURSE_GRADS
+        assert "course:    grad: 3.0 6.0 -16.228801727294922" in done.stdout
+    else:
+        assert abs(summary["weight"][0] - 2) <= 1e-6 and summary["evaluations"] <= 100
+        assert (folder / "rounds.csv").is_file() and "round  16:" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_redirected_run_has_no_progress_bar_redraws(tmp_path):
+    from conftest import script
+
+    done = script("train.py", "+experiment=sgd", "report.trace=true", cwd=tmp_path)  # stdout is a pipe
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stdout + done.stderr
+    assert done.stdout.count("\tgrad:") == 300 and len(done.stdout) < 40_000
