@@ -56,6 +56,7 @@ class Search:
     def __init__(self, data, curve: str, k: int, tol: float, max_rounds: int):
         self.data, self.curve, self.k, self.tol, self.max_rounds = data, curve, k, tol, max_rounds
         self.evaluations = 0
+        self.scored: list[tuple[torch.Tensor, torch.Tensor]] = []  # each round's candidates and costs, for the figure
 
     def cost(self, weights: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
         self.evaluations += len(weights)
@@ -93,6 +94,7 @@ class Search:
             if b_box is not None:
                 row["best_b"] = bs[i].item()
             rounds.append(row)
+            self.scored.append((ws, costs))
             out(_round_line(row))
             lo, hi = _kept(lo, hi, self.k, i)
             if (hi - lo) / 2 <= self.tol:
@@ -194,7 +196,8 @@ def run(cfg: DictConfig) -> dict:
 
     logger = instantiate(cfg.logger)
     title = f"{cfg.name}: divide and conquer, {k} candidates a round"
-    figures.save(_figure(search, rounds, (w_low, w_high), b, title), folder, "divide_conquer", logger.experiment)
+    figure = _figure(search, rounds, (w_low, w_high), b, title, None if curve == "line" else best)
+    figures.save(figure, folder, "divide_conquer", logger.experiment)
     for row in rounds:
         logger.log_metrics({"search/cost": row["cost"], "search/best_w": row["best_w"]}, step=row["evaluations"])
     summary.write(result, folder)
@@ -210,7 +213,7 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-def _figure(search: Search, rounds: list, span: tuple[float, float], b: float | None, title: str):
+def _figure(search: Search, rounds: list, span: tuple[float, float], b: float | None, title: str, best=None):
     """Left: the cost over w with every round's interval drawn under it. Right: the interval's width by round."""
     plt = figures.pyplot()
     ws = torch.linspace(*span, 400, dtype=torch.float64)
@@ -223,10 +226,15 @@ def _figure(search: Search, rounds: list, span: tuple[float, float], b: float | 
         y = -top * 0.04 * (n + 1)
         colour = colours(n / max(len(shown) - 1, 1))
         left.plot([row["w_low"], row["w_high"]], [y, y], color=colour, lw=3, solid_capstyle="butt")
-        left.plot([row["best_w"]], [row["cost"]], "o", color=colour, ms=4)
+        ws, costs = search.scored[n]
+        left.plot(ws.numpy(), costs.numpy(), "o", color=colour, ms=5 if n == 0 else 3,
+                  label="the candidates of each round" if n == 0 else None)  # fmt: skip
     last = rounds[-1]
     found = f"found w={last['best_w']:.6g}"
     left.plot([last["best_w"]], [last["cost"]], "*", color="gold", mec="black", ms=14, label=found)
+    if best is not None:  # a non-convex cost: where the global minimum is
+        label = f"global minimum w={best['weight'][0]:.6g}"
+        left.plot(best["weight"], [best["loss"]], "P", color="tab:red", ms=10, label=label)
     left.set(xlabel="w", ylabel="MSE", title=f"{title}\nbars: the interval of rounds 1-{len(shown)}, top to bottom")
     left.legend()
     right.semilogy([r["evaluations"] for r in rounds], [r["w_high"] - r["w_low"] for r in rounds], "o-")
