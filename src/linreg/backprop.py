@@ -97,14 +97,15 @@ def walk(x: torch.Tensor, y: torch.Tensor, w0: float, b0: float | None, make_opt
 
 def _lines(s: dict, lr: float, plain_sgd: bool, optimizer: str) -> list[str]:
     bias = "b" in s
-    b_part = f" + b = {_num(s['y_hat'])}" if bias else ""
+    node = "x·w + b" if bias else "x·w    "
+    b_part = f" + {_num(s['b'])}" if bias else ""
     lines = [
         f"sample {s['sample']}: x = {_num(s['x'])}, y = {_num(s['y'])}, w = {_num(s['w'])}"
         + (f", b = {_num(s['b'])}" if bias else ""),
         "  forward:",
-        f"    x·w       = {_num(s['x'])} · {_num(s['w'])}{b_part}  ->  ŷ = {_num(s['y_hat'])}",
+        f"    {node}   = {_num(s['x'])} · {_num(s['w'])}{b_part}  ->  ŷ = {_num(s['y_hat'])}",
         f"    ŷ − y     = {_num(s['y_hat'])} − {_num(s['y'])}  ->  r = {_num(s['residual'])}",
-        f"    r²        = loss = {_num(s['loss'])}",
+        f"    r²        = ({_num(s['residual'])})²  ->  loss = {_num(s['loss'])}",
         "  backward (chain rule):",
         f"    ∂loss/∂r  = 2r = {_num(s['dloss_dr'])}",
         "    ∂r/∂ŷ     = 1",
