@@ -47,6 +47,24 @@ def test_backprop_with_a_bias_and_adam_still_agrees_with_autograd(tmp_path):
     assert summary["bias"] is not None
 
 
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid"])
+def test_backprop_through_a_hidden_unit_agrees_with_autograd(tmp_path, activation):
+    overrides = ["+experiment=backprop_hidden", f"model.activation={activation}", "trainer.precision=64"]
+    summary = run_task(overrides, tmp_path)
+    for s in summary["backprop"]:  # float64: the hand's and autograd's order of products differ only in rounding
+        assert s["grad_w1"] == pytest.approx(s["autograd_grad_w1"], rel=1e-12)
+        assert s["grad_w2"] == pytest.approx(s["autograd_grad_w2"], rel=1e-12)
+    if activation == "identity":  # no activation: the line y_hat = (w1 w2) x, whose gradient is 2 r w2 x for w1
+        first = summary["backprop"][0]
+        assert first["grad_w1"] == pytest.approx(COURSE_GRADS[0]) and first["y_hat"] == 1.0
+
+
+def test_a_relu_with_a_negative_input_passes_no_gradient(tmp_path):
+    summary = run_task(["+experiment=backprop_hidden", "model.activation=relu", "model.init_weight=-1"], tmp_path)
+    assert all(s["da_dh"] == 0 and s["grad_w1"] == 0 and s["grad_w2"] == 0 for s in summary["backprop"])
+    assert summary["backprop"][-1]["w1_after"] == -1.0
+
+
 def test_backprop_refuses_batches(tmp_path):
     from linreg.errors import ConfigError
 
@@ -210,7 +228,7 @@ def test_console_report_keeps_full_precision_and_explains_itself():
     text = report_of()
     assert "-> [7.999998569488525]" in text and "weight [1.9999996423721313]  no bias" in text
     mlp = report_of(weight=None, excess_loss=-1.46, final_loss=0.008)
-    assert "none" not in mlp and "fitted_curve.png" in mlp
+    assert "none" not in mlp and "a network's, not one line's" in mlp
     assert "beats the best line by 1.46" in mlp
     assert "beats" not in report_of(excess_loss=0.25)
 

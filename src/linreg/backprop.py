@@ -18,6 +18,7 @@ from torch import nn
 
 from linreg import optimum, summary
 from linreg.errors import ConfigError
+from linreg.model import build_net
 
 MAX_SAMPLES = 1000  # every sample prints about ten lines
 
@@ -32,16 +33,14 @@ def _num(value: float) -> str:
 
 
 class SampleLoss(nn.Module):
-    """The lesson's graph for one sample, as a module so TensorBoard's Graphs tab can draw it."""
+    """One sample's loss through the model, as a module so TensorBoard's Graphs tab can draw the whole graph."""
 
-    def __init__(self, w: torch.Tensor, b: torch.Tensor | None):
+    def __init__(self, net: nn.Module):
         super().__init__()
-        self.w = nn.Parameter(w.detach().clone())
-        self.b = None if b is None else nn.Parameter(b.detach().clone())
+        self.net = net
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        y_hat = x * self.w if self.b is None else x * self.w + self.b
-        return (y_hat - y) ** 2
+        return (self.net(x) - y) ** 2
 
 
 def walk(x: torch.Tensor, y: torch.Tensor, w0: float, b0: float | None, make_optimizer, dtype, out=print) -> list:
@@ -95,6 +94,66 @@ def walk(x: torch.Tensor, y: torch.Tensor, w0: float, b0: float | None, make_opt
     return records
 
 
+# an activation and its derivative, by hand: the local derivative da/dh of the node h -> a
+DERIVATIVES = {
+    "identity": (lambda h: h, lambda h, a: torch.ones_like(h)),
+    "relu": (torch.relu, lambda h, a: (h > 0).to(h.dtype)),
+    "tanh": (torch.tanh, lambda h, a: 1 - a * a),
+    "sigmoid": (torch.sigmoid, lambda h, a: a * (1 - a)),
+}
+
+
+def walk_hidden(x, y, w0: float, activation: str, make_optimizer, dtype, out=print) -> list:
+    """The same walk through one hidden unit, ``y_hat = w2 · act(w1 · x)``: the chain reaches w1 through w2 and
+    the activation's slope, which is 0 for a ReLU whose input is negative (no gradient passes)."""
+    act, slope = DERIVATIVES[activation]
+    w1 = torch.tensor(w0, dtype=dtype, requires_grad=True)
+    w2 = torch.tensor(w0, dtype=dtype, requires_grad=True)
+    optimizer = make_optimizer([w1, w2])
+    records = []
+    for n, (xi, yi) in enumerate(zip(x.to(dtype).reshape(-1), y.to(dtype).reshape(-1)), start=1):
+        before = (w1.item(), w2.item())
+        h = xi * w1
+        a = act(h)
+        y_hat = a * w2
+        r = y_hat - yi
+        loss = r**2
+        with torch.no_grad():
+            dloss_dr, da_dh = 2 * r, slope(h, a)
+            grad_w2 = dloss_dr * a  # dy_hat/dw2 = a
+            grad_w1 = dloss_dr * w2 * da_dh * xi  # dy_hat/da = w2, dh/dw1 = x
+        optimizer.zero_grad()
+        loss.backward()
+        autograd = (w1.grad.item(), w2.grad.item())
+        optimizer.step()
+        s = {"sample": n, "x": xi.item(), "y": yi.item(), "w1": before[0], "w2": before[1], "h": h.item(),
+             "a": a.item(), "y_hat": y_hat.item(), "residual": r.item(), "loss": loss.item(),
+             "dloss_dr": dloss_dr.item(), "da_dh": da_dh.item(), "grad_w1": grad_w1.item(), "grad_w2": grad_w2.item(),
+             "autograd_grad_w1": autograd[0], "autograd_grad_w2": autograd[1], "w1_after": w1.item(),
+             "w2_after": w2.item()}  # fmt: skip
+        records.append(s)
+        out(
+            "\n".join(
+                [
+                    f"sample {n}: x = {_num(s['x'])}, y = {_num(s['y'])}, w1 = {_num(s['w1'])}, w2 = {_num(s['w2'])}",
+                    "  forward:",
+                    f"    x·w1      = {_num(s['x'])} · {_num(s['w1'])}  ->  h = {_num(s['h'])}",
+                    f"    {activation}(h)  ->  a = {_num(s['a'])}",
+                    f"    a·w2      = {_num(s['a'])} · {_num(s['w2'])}  ->  ŷ = {_num(s['y_hat'])}",
+                    f"    ŷ − y     = {_num(s['residual'])}  ->  loss = r² = {_num(s['loss'])}",
+                    "  backward (chain rule):",
+                    f"    ∂loss/∂w2 = ∂loss/∂r · ∂ŷ/∂w2 = {_num(s['dloss_dr'])} · {_num(s['a'])} = "
+                    f"{_num(s['grad_w2'])}",
+                    f"    ∂loss/∂w1 = ∂loss/∂r · ∂ŷ/∂a · ∂a/∂h · ∂h/∂w1 = {_num(s['dloss_dr'])} · {_num(s['w2'])} · "
+                    f"{_num(s['da_dh'])} · {_num(s['x'])} = {_num(s['grad_w1'])}",
+                    f"  autograd:  w1.grad = {_num(autograd[0])}, w2.grad = {_num(autograd[1])}",
+                    f"  update:    w1 -> {_num(s['w1_after'])}, w2 -> {_num(s['w2_after'])}",
+                ]
+            )
+        )
+    return records
+
+
 def _lines(s: dict, lr: float, plain_sgd: bool, optimizer: str) -> list[str]:
     bias = "b" in s
     node = "x·w + b" if bias else "x·w    "
@@ -130,16 +189,14 @@ def _lines(s: dict, lr: float, plain_sgd: bool, optimizer: str) -> list[str]:
     return lines
 
 
-def _log_to_tensorboard(cfg: DictConfig, records: list, x, y, w0, b0, dtype) -> None:
+def _log_to_tensorboard(cfg: DictConfig, records: list, net: nn.Module, x, y) -> None:
     """The graph of one sample's loss in the Graphs tab, and every sample's values as scalars by sample number."""
     logger = instantiate(cfg.logger)
-    graph = SampleLoss(torch.tensor(w0, dtype=dtype), None if b0 is None else torch.tensor(b0, dtype=dtype))
     with warnings.catch_warnings():  # add_graph traces with torch.jit.trace, which torch 2.9+ calls deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
-        logger.experiment.add_graph(graph, (x[:1].to(dtype), y[:1].to(dtype)))
+        logger.experiment.add_graph(SampleLoss(net), (x[:1], y[:1]))
     for s in records:
-        metrics = {f"backprop/{k}": s[k] for k in ("w", "loss", "grad_w", "autograd_grad_w", "w_after")}
-        logger.log_metrics(metrics, step=s["sample"])
+        logger.log_metrics({f"backprop/{k}": v for k, v in s.items() if k != "sample"}, step=s["sample"])
     logger.log_hyperparams(summary.hparams(cfg))
     logger.finalize("success")
 
@@ -162,34 +219,43 @@ def run(cfg: DictConfig) -> dict:
             f"the walk-through prints every sample and the data has {len(data.x_train)}, over {MAX_SAMPLES}: "
             "use fewer, e.g. data.samples=10"
         )
-    bias = bool(cfg.model.get("bias", False))
-    w0 = cfg.model.get("init_weight")
-    w0 = 1.0 if w0 is None else float(w0)
-    b0 = (float(cfg.model.get("init_bias") or 0.0)) if bias else None
+    model = cfg.model
+    bias, depth, activation = bool(model.get("bias", False)), model.get("depth", 0), model.get("activation", "identity")
+    if depth and (depth != 1 or model.get("hidden") != 1 or bias):
+        raise ConfigError(
+            "the hidden-layer walk-through follows one hidden unit without biases: "
+            "model.depth=1 model.hidden=1 model.bias=false"
+        )
+    w0 = 1.0 if model.get("init_weight") is None else float(model.init_weight)
+    b0 = float(model.get("init_bias") or 0.0) if bias else None
     dtype = _dtype(cfg)
-    xs, ys = _epoch(data)
-    start = time.perf_counter()
-    records = walk(xs, ys, w0, b0, instantiate(cfg.optimizer), dtype)
-    wall = time.perf_counter() - start
-
-    w, b = records[-1]["w_after"], records[-1].get("b_after")
-    model = nn.Linear(1, 1, bias=bias).to(dtype)
-    with torch.no_grad():
-        model.weight.fill_(w)
-        if bias:
-            model.bias.fill_(b)
-    final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=dtype)
-    best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
+    net = build_net(1, bias, depth, 1, activation, w0, b0).to(dtype)  # the model at its start
     query = prediction_inputs(cfg.predict.x, 1)
-    before = [v * w0 + (b0 or 0.0) for v in query[:, 0].to(dtype).tolist()]
+    before = predict(net, query)
+    xs, ys = (t.to(dtype) for t in _epoch(data))
+    start = time.perf_counter()
+    if depth:
+        records = walk_hidden(xs, ys, w0, activation, instantiate(cfg.optimizer), dtype)
+        final = [records[-1]["w1_after"], records[-1]["w2_after"]]
+    else:
+        records = walk(xs, ys, w0, b0, instantiate(cfg.optimizer), dtype)
+        final = [records[-1]["w_after"], *([records[-1]["b_after"]] if bias else [])]
+    wall = time.perf_counter() - start
+    _log_to_tensorboard(cfg, records, net, xs, ys)  # the graph of the model at its start
+    with torch.no_grad():
+        for p, value in zip(net.parameters(), final):
+            p.fill_(value)
+
+    final_loss = optimum.mse(net, data.x_train, data.y_train, dtype=dtype)
+    best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
     result = {
         "experiment": cfg.name,
         "status": "completed",
         "final_loss": final_loss,
         "excess_loss": final_loss - best["loss"],
-        "weight": [w],
-        "bias": [b] if bias else None,
-        "predictions": {"x": prediction_rows(query), "before": before, "after": predict(model, query)},
+        "weight": None if depth else [final[0]],
+        "bias": [final[1]] if bias else None,
+        "predictions": {"x": prediction_rows(query), "before": before, "after": predict(net, query)},
         "optimum": best,
         "backprop": records,
         "epochs": 1,
@@ -197,7 +263,6 @@ def run(cfg: DictConfig) -> dict:
         "wall_time_s": wall,
         "device": "cpu",
     }
-    _log_to_tensorboard(cfg, records, data.x_train, data.y_train, w0, b0, dtype)
     summary.write(result, folder)
     print(summary.console_report(result, folder))
     return result

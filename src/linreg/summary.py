@@ -68,7 +68,8 @@ def console_report(summary: dict, folder: Path) -> str:
     """The few lines a person reads after a run."""
     p, opt = summary["predictions"], summary["optimum"]
     if summary["weight"] is None:  # an MLP: many weights, none of which is the line's w
-        fitted = f"weights: an MLP's, not one line's (its curve: fitted_curve.png)  loss {summary['final_loss']!r}"
+        curve = " (its curve: fitted_curve.png)" if (Path(folder) / "fitted_curve.png").is_file() else ""
+        fitted = f"weights: a network's, not one line's{curve}  loss {summary['final_loss']!r}"
         best = f"best line (least squares): weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
     else:
         fitted = f"weight {_numbers(summary['weight'])}  {_bias(summary['bias'])}  loss {summary['final_loss']!r}"
