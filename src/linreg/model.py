@@ -136,8 +136,12 @@ class Regressor(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self._log_this_step():
-            norm = {"train/grad_norm": grad_norm(self, norm_type=2)["grad_2.0_norm_total"]}
-            self.log_dict({**norm, **self._gradient_scalars()})
+            self.log("train/grad_norm", grad_norm(self, norm_type=2)["grad_2.0_norm_total"])
+            signed = self._gradient_scalars()
+            # straight to the loggers, at the step Lightning gives this step's values: a self.log call costs about
+            # 0.35 ms a key, a third of a whole step of this model, and these are plain per-step numbers
+            for logger in self.loggers if signed else ():
+                logger.log_metrics({tag: g.item() for tag, g in signed.items()}, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
         self.log("train/cost", self._cost_sum / self._seen, prog_bar=True, sync_dist=True)
