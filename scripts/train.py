@@ -19,6 +19,10 @@ def run(cfg: DictConfig) -> dict:
         from linreg.grid import search
 
         return search(cfg)
+    if cfg.task in ("backprop", "divide_conquer"):
+        from importlib import import_module
+
+        return import_module(f"linreg.{cfg.task}").run(cfg)
     from linreg.train import train
 
     return train(cfg)

@@ -37,6 +37,14 @@ def save(figure, folder, name: str, logger_experiment=None) -> Path:
     return path
 
 
+def run_title(cfg) -> str:
+    """The experiment and what shaped its path, for figure titles: ``sgd: SGD, lr=0.01, batch 1``."""
+    if cfg.get("task", "fit") != "fit":
+        return f"{cfg.name}: {cfg.task}"
+    optimizer = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
+    return f"{cfg.name}: {optimizer}, lr={cfg.optimizer.lr:g}, batch {cfg.data.batch_size}"
+
+
 @torch.no_grad()
 def moments(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """n and the sums of x, y, x^2, xy, y^2 in float64: all the MSE of a line ``x w + b`` depends on."""
@@ -58,7 +66,7 @@ def line_cost(m: dict[str, float], w, b=0.0):
     return cost.clamp(min=0.0) if isinstance(cost, torch.Tensor) else max(cost, 0.0)
 
 
-def _span(values: list[float], least: float) -> tuple[float, float]:
+def span(values: list[float], least: float) -> tuple[float, float]:
     """An interval holding ``values`` with a margin, at least ``least`` wide."""
     lo, hi = min(values), max(values)
     pad = max(0.2 * (hi - lo), 0.5 * max(least - (hi - lo), 0.0))
@@ -77,7 +85,7 @@ def _as_path(path, width: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool):
+def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool, title: str | None = None):
     """The MSE over (w, b) around the optimum and the path: a 3-D surface beside a contour map, the path on both.
 
     Without a bias, the cost curve over w with the path's points on it. ``path`` is a (k, p) tensor (or a list
@@ -91,7 +99,7 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool):
     best = optimum.least_squares(x, y, bias)
     best_w, best_b = best["weight"][0], (best["bias"][0] if bias else 0.0)
     points = _as_path(path, 2 if bias else 1)
-    w_lo, w_hi = _span([best_w, *points[:, 0].tolist()], least=2.0)
+    w_lo, w_hi = span([best_w, *points[:, 0].tolist()], least=2.0)
 
     if not bias:
         figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
@@ -103,11 +111,11 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool):
             ax.plot(pw.numpy(), pc.numpy(), "o-", color="tab:red", ms=3, lw=0.8, label=f"path ({len(pw)} points)")
             ax.plot(pw[:1].numpy(), pc[:1].numpy(), "s", color="black", ms=6, label="start")
         ax.plot([best_w], [line_cost(m, best_w)], "*", color="gold", mec="black", ms=14, label="optimum")
-        ax.set(xlabel="w", ylabel="MSE", title="Cost over w")
+        ax.set(xlabel="w", ylabel="MSE", title=_titled(title, "cost over w"))
         ax.legend()
         return figure
 
-    b_lo, b_hi = _span([best_b, *points[:, 1].tolist()], least=2.0)
+    b_lo, b_hi = span([best_b, *points[:, 1].tolist()], least=2.0)
     ws = torch.linspace(w_lo, w_hi, 120, dtype=torch.float64)
     bs = torch.linspace(b_lo, b_hi, 120, dtype=torch.float64)
     gw, gb = torch.meshgrid(ws, bs, indexing="xy")
@@ -135,11 +143,13 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool):
     surface.set(xlabel="w", ylabel="b", zlabel="MSE", title="Cost surface")
     contour.set(xlabel="w", ylabel="b", title="Contours of the cost")
     contour.legend(loc="upper right", fontsize="small")
+    if title:
+        figure.suptitle(title)
     return figure
 
 
 @torch.no_grad()
-def fitted_curve(model, x: torch.Tensor, y: torch.Tensor, max_points: int = 2000):
+def fitted_curve(model, x: torch.Tensor, y: torch.Tensor, max_points: int = 2000, title: str | None = None):
     """The data (up to ``max_points`` of it, evenly spread) and the model's curve through it.
 
     With more than one feature, predicted against true values instead, with the line of perfect fit.
@@ -148,7 +158,7 @@ def fitted_curve(model, x: torch.Tensor, y: torch.Tensor, max_points: int = 2000
     p = next(model.parameters())
     pick = torch.linspace(0, len(x) - 1, min(len(x), max_points)).round().long()
     xs, ys = x.cpu()[pick].float(), y.cpu()[pick, 0].float()
-    title = _model_title(model)
+    title = _titled(title, _model_title(model))
     figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     if x.shape[1] == 1:
         grid = torch.linspace(x.min().item(), x.max().item(), 400).unsqueeze(1)
@@ -166,6 +176,10 @@ def fitted_curve(model, x: torch.Tensor, y: torch.Tensor, max_points: int = 2000
     return figure
 
 
+def _titled(title: str | None, what: str) -> str:
+    return f"{title}\n{what}" if title else what[:1].upper() + what[1:]
+
+
 def _model_title(model) -> str:
     hp = getattr(model, "hparams", {})
     if not hp.get("depth"):
@@ -173,18 +187,18 @@ def _model_title(model) -> str:
     return f"MLP: {hp['depth']} hidden layers of {hp.get('hidden')}, activation {hp.get('activation')}"
 
 
-def grid_curve(weights, losses, best: tuple[float, float]):
+def grid_curve(weights, losses, best: tuple[float, float], title: str | None = None):
     """The exhaustive search's loss against w (the seed's plot), the best candidate marked."""
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     ax.plot(weights, losses, "o-", ms=3, color="tab:blue")
     ax.plot([best[0]], [best[1]], "*", color="gold", mec="black", ms=14, label=f"best w = {best[0]:.6g}")
-    ax.set(xlabel="w", ylabel="loss (MSE)", title="Exhaustive search over w")
+    ax.set(xlabel="w", ylabel="loss (MSE)", title=_titled(title, "exhaustive search over w"))
     ax.legend()
     return figure
 
 
-def grid_map(weights, biases, losses, best: tuple[float, float]):
+def grid_map(weights, biases, losses, best: tuple[float, float], title: str | None = None):
     """The exhaustive search's loss over (w, b) as a heat map with contours; ``losses`` is (len(w), len(b))."""
     plt = pyplot()
     import matplotlib.colors
@@ -200,6 +214,6 @@ def grid_map(weights, biases, losses, best: tuple[float, float]):
         ax.contour(w.numpy(), b.numpy(), shown, levels=12, norm=norm, colors="white", linewidths=0.4)
     figure.colorbar(mesh, ax=ax, label="loss (MSE, log scale)")
     ax.plot([best[0]], [best[1]], "*", color="gold", mec="black", ms=14, label=f"best w={best[0]:.4g}, b={best[1]:.4g}")
-    ax.set(xlabel="w", ylabel="b", title="Exhaustive search over (w, b)")
+    ax.set(xlabel="w", ylabel="b", title=_titled(title, "exhaustive search over (w, b)"))
     ax.legend(loc="upper right", fontsize="small")
     return figure

@@ -141,6 +141,11 @@ class Regressor(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         if self._log_this_step():
             self.log("train/grad_norm", grad_norm(self, norm_type=2)["grad_2.0_norm_total"])
+            signed = self._gradient_scalars()
+            # straight to the loggers, at the step Lightning gives this step's values: a self.log call costs about
+            # 0.35 ms a key, a third of a whole step of this model, and these are plain per-step numbers
+            for logger in self.loggers if signed else ():
+                logger.log_metrics({tag: g.item() for tag, g in signed.items()}, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
         self.log("train/cost", self._cost_sum / self._seen, prog_bar=True, sync_dist=True)
@@ -156,6 +161,14 @@ class Regressor(L.LightningModule):
     def _log_this_step(self) -> bool:
         every = self.trainer.log_every_n_steps
         return every > 0 and (self.global_step + 1) % every == 0
+
+    def _gradient_scalars(self) -> dict[str, torch.Tensor]:
+        """The signed gradient, ``train/grad_w`` and ``train/grad_b``, for a linear model of one weight: the
+        course's ``grad:`` values, at the parameters logged as ``params/w`` and ``params/b`` for the same step."""
+        if not self.is_linear or self.net.weight.numel() != 1:
+            return {}
+        named = (("train/grad_w", self.net.weight), ("train/grad_b", self.net.bias))
+        return {tag: p.grad.detach().reshape(()) for tag, p in named if p is not None and p.grad is not None}
 
     def _parameter_scalars(self) -> dict[str, torch.Tensor]:
         """``params/w``, ``params/b`` (indexed when there are several) for a linear model of few weights."""

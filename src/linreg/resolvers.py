@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -52,8 +53,15 @@ def job_name(number: int, task_overrides) -> str:
     return "_".join([str(number), *([",".join(differing).replace("/", "%")] if differing else [])])
 
 
+def when_terminal(rate: int) -> int:
+    """``rate`` when stdout is a terminal, else 0 (which turns Lightning's progress bar off): a bar redrawn
+    with carriage returns floods a log file or a pipe with tens of kilobytes of redraws."""
+    return rate if sys.stdout.isatty() else 0
+
+
 def register() -> None:
     # use_cache: every job of a sweep resolves hydra.sweep.dir again from a copy of the sweep's cache,
     # so all of them get the one folder made for the sweep.
     OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("job_name", job_name, replace=True)
+    OmegaConf.register_new_resolver("when_terminal", when_terminal, replace=True)

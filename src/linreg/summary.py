@@ -44,25 +44,50 @@ def write(summary: dict, folder: Path) -> Path:
 
 
 def _numbers(values) -> str:
+    """Full precision (Python's repr): the lesson's 7.999998569488525 is not rounded to 8."""
     if values is None:
         return "none"
-    return "[" + ", ".join(_numbers(v) if isinstance(v, list) else f"{v:.6g}" for v in values) + "]"
+    return "[" + ", ".join(_numbers(v) if isinstance(v, list) else repr(float(v)) for v in values) + "]"
+
+
+def _bias(values) -> str:
+    return "no bias" if values is None else f"bias {_numbers(values)}"
+
+
+def _gap(summary: dict) -> str:
+    """The excess loss over the best line, in words when it is not plainly above it."""
+    gap, best = summary["excess_loss"], summary["optimum"]["loss"]
+    if abs(gap) <= 1e-12 * max(1.0, abs(best)):
+        return f"gap {gap:.3g}: at the optimum, up to rounding"
+    if gap < 0:
+        return f"gap {gap:.3g}: beats the best line by {-gap:.3g}, as a curve can where the data is not a line"
+    return f"gap {gap:.3g}"
 
 
 def console_report(summary: dict, folder: Path) -> str:
     """The few lines a person reads after a run."""
     p, opt = summary["predictions"], summary["optimum"]
+    if summary["weight"] is None:  # an MLP: many weights, none of which is the line's w
+        curve = " (its curve: fitted_curve.png)" if (Path(folder) / "fitted_curve.png").is_file() else ""
+        fitted = f"weights: a network's, not one line's{curve}  loss {summary['final_loss']!r}"
+        best = f"best line (least squares): weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
+    else:
+        fitted = f"weight {_numbers(summary['weight'])}  {_bias(summary['bias'])}  loss {summary['final_loss']!r}"
+        best = f"optimum: weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
+    done = (
+        f"{summary['evaluations']} cost evaluations in {summary['rounds']} rounds"
+        if "evaluations" in summary
+        else f"{summary['epochs']} epochs, {summary['steps']} steps"
+    )
+    before = "not trained (a search)" if p["before"] is None else _numbers(p["before"])
     lines = [
         "",  # a progress bar may still hold the line
-        f"== {summary['experiment']}: {summary['status']} after {summary['epochs']} epochs, "
-        f"{summary['steps']} steps, {summary['wall_time_s']:.2f} s on {summary['device']}",
-        f"predict (before training) x={_numbers(p['x'])} -> {_numbers(p['before'])}",
+        f"== {summary['experiment']}: {summary['status']} after {done}, {summary['wall_time_s']:.2f} s on "
+        f"{summary['device']}",
+        f"predict (before training) x={_numbers(p['x'])} -> {before}",
         f"predict (after training)  x={_numbers(p['x'])} -> {_numbers(p['after'])}",
-        f"weight {_numbers(summary['weight'])}  bias {_numbers(summary['bias'])}  "
-        f"loss {summary['final_loss']:.6g}",
-        f"{'optimum' if summary['weight'] is not None else 'best line (least squares)'}: "
-        f"weight {_numbers(opt['weight'])}  bias {_numbers(opt['bias'])}  loss {opt['loss']:.6g}  "
-        f"(gap {summary['excess_loss']:.3g})",
+        fitted,
+        f"{best}  loss {opt['loss']!r}  ({_gap(summary)})",
         f"run folder: {folder}",
         f"view it:    tensorboard --logdir {folder}",
     ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from linreg.compare import paths_figure
 from linreg.errors import ConfigError
 
 MULTIRUN = Path("outputs") / "multirun"
@@ -341,13 +342,18 @@ def report(sweep: Path, dpi: int = DPI) -> str:
     table = markdown(rows, keys)
     write_csv(rows, keys, sweep / "report.csv")
     plot(jobs, keys, sweep / "report.png", dpi=dpi)
+    labels = {j.folder: ", ".join(f"{k}={j.overrides.get(k, '-')}" for k in keys) or j.folder.name for j in jobs}
+    compared = paths_figure(jobs, sweep / "paths.png", labels)  # the jobs' paths on one contour of shared data
     command = sweep_command(sweep)
     text = [f"# Sweep {sweep.name}", ""]
     if command:
         text += ["```", command, "```", ""]
     text += [overview(jobs, keys), "", table, "", "![excess loss and loss curves](report.png)", ""]
+    if compared:
+        text += ["![the paths of the jobs on one contour of their data](paths.png)", ""]
     notes = [f"- {j.folder.name}: {j.note}" for j in rows if j.note]
     if notes:
         text += ["Notes:", "", *notes, ""]
     (sweep / "report.md").write_text("\n".join(text))
-    return "\n".join([overview(jobs, keys), table, f"wrote report.md, report.csv and report.png in {sweep}"])
+    wrote = "report.md, report.csv, report.png and paths.png" if compared else "report.md, report.csv and report.png"
+    return "\n".join([overview(jobs, keys), table, f"wrote {wrote} in {sweep}"])

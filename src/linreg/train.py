@@ -114,14 +114,17 @@ def start_run(cfg: DictConfig) -> Path:
     return folder
 
 
-def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment) -> None:
-    """landscape.png (a linear model of one feature) or fitted_curve.png (an MLP), also as TensorBoard images."""
+def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment, cfg: DictConfig | None = None):
+    """landscape.png (a linear model of one feature) or fitted_curve.png (an MLP), also as TensorBoard images,
+    titled with the experiment and its learning rate."""
     from linreg import figures
 
+    title = None if cfg is None else figures.run_title(cfg)
     if not model.is_linear:
-        figures.save(figures.fitted_curve(model, data.x_train, data.y_train), folder, "fitted_curve", experiment)
+        figure = figures.fitted_curve(model, data.x_train, data.y_train, title=title)
+        figures.save(figure, folder, "fitted_curve", experiment)
         return
-    figure = figures.landscape(data.x_train, data.y_train, model.path, bias=model.hparams.bias)
+    figure = figures.landscape(data.x_train, data.y_train, model.path, bias=model.hparams.bias, title=title)
     if figure is None:
         print(f"landscape: not drawn for {data.num_features} features (it is a picture of one weight and a bias)")
         return
@@ -185,7 +188,7 @@ def train(cfg: DictConfig) -> dict:
         result["error"] = str(error)
     if trainer.is_global_zero:
         summary.write(result, folder)
-        draw_figures(model, data, folder, trainer.logger.experiment)
+        draw_figures(model, data, folder, trainer.logger.experiment, cfg)
         metrics = {k: result[k] for k in ("final_loss", "excess_loss") if math.isfinite(result[k])}
         trainer.logger.log_hyperparams(summary.hparams(cfg), metrics)
         trainer.logger.finalize(status)
