@@ -5,8 +5,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+import torchmetrics
 from lightning.pytorch.utilities import grad_norm
 from torch import nn
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from linreg.errors import ConfigError
 
@@ -54,6 +56,7 @@ class Regressor(L.LightningModule):
         depth: int = 0,
         hidden: int = 16,
         activation: str = "identity",
+        standardize: bool = False,
         optimizer=None,
     ):
         super().__init__()
@@ -63,25 +66,64 @@ class Regressor(L.LightningModule):
             raise ConfigError("model.gradient=analytic is derived for the linear model only: use model.depth=0")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
+        if standardize:  # buffers, so the checkpoint carries the scaling with the weights
+            self.register_buffer("x_mean", torch.zeros(in_features))
+            self.register_buffer("x_std", torch.ones(in_features))
+        self.val_metrics = torchmetrics.MetricCollection(
+            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}, prefix="val/"
+        )
         self.optimizer_factory = optimizer
         self.automatic_optimization = gradient == "autograd"
         self.path: list[torch.Tensor] = []  # flat parameters at the logged steps, for the landscape figure
+        self._evaluated_step = None  # (global step, batch) whose loss training_step last computed
 
     @property
     def is_linear(self) -> bool:
         return isinstance(self.net, nn.Linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """Takes features in the data's own units: a standardising model scales them first."""
+        return self.net(self.scaled(x))
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_std if self.hparams.standardize else x
+
+    @torch.no_grad()
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor, target_mean: torch.Tensor) -> None:
+        """Store the training split's feature statistics; the output bias starts at the target's mean.
+
+        With centred features the best bias is exactly that mean, so only the weights are left to learn
+        (unless model.init_bias asks for another start).
+        """
+        self.x_mean.copy_(mean)
+        self.x_std.copy_(std)
+        last = self.net if self.is_linear else self.net[-1]
+        if last.bias is not None and self.hparams.init_bias is None:
+            last.bias.copy_(target_mean)
+
+    @torch.no_grad()
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The linear model's weight (1, features) and bias (1,) in the data's own units.
+
+        For standardised features, ``w' (x - m) / s + b = (w'/s) x + (b - sum(w' m / s))``.
+        """
+        weight, bias = self.net.weight.detach(), self.net.bias
+        bias = None if bias is None else bias.detach()
+        if not self.hparams.standardize:
+            return weight.clone(), None if bias is None else bias.clone()
+        weight = weight / self.x_std
+        return weight, None if bias is None else bias - weight @ self.x_mean
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
-            raise ConfigError("no optimizer given: choose one with optimizer=sgd, momentum or adam")
+            raise ConfigError("no optimizer given: choose one with optimizer=sgd, momentum, adam or lbfgs")
         return self.optimizer_factory(self.parameters())
 
     def flat_parameters(self) -> torch.Tensor:
-        """A copy of every parameter in one vector (torch.cat copies), safe to keep across updates."""
-        return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
+        """A copy of every parameter in one vector (torch.cat copies), safe to keep across updates; a linear
+        model's in the data's own units."""
+        parameters = [p for p in self.coefficients() if p is not None] if self.is_linear else self.parameters()
+        return torch.cat([p.detach().reshape(-1) for p in parameters])
 
     def on_train_start(self) -> None:
         if self.is_linear and not self.path:
@@ -103,7 +145,10 @@ class Regressor(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        log_now = self._log_this_step()
+        # L-BFGS evaluates this step's closure several times: count and log only its first evaluation
+        step = (self.global_step, batch_idx)
+        first, self._evaluated_step = self._evaluated_step != step, step
+        log_now = first and self._log_this_step()
         if log_now:  # the parameters this step starts from, copied before the update changes them
             before = self._parameter_scalars()
             if self.is_linear and self.global_step > 0:
@@ -112,14 +157,15 @@ class Regressor(L.LightningModule):
             loss = F.mse_loss(self(x), y)
         else:
             loss = self._analytic_step(x, y)
-        self._cost_sum += loss.detach() * len(x)
-        self._seen += len(x)
+        if first:
+            self._cost_sum += loss.detach() * len(x)
+            self._seen += len(x)
         if log_now:
             self.log_dict({"train/loss": loss.detach(), **before}, on_step=True, on_epoch=False)
         return loss
 
     def _analytic_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        linear = self.net
+        linear, x = self.net, self.scaled(x)
         with torch.no_grad():
             residual = linear(x) - y
             scale = 2.0 / residual.numel()
@@ -147,7 +193,10 @@ class Regressor(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/loss", F.mse_loss(self(x), y), batch_size=len(x), prog_bar=True, sync_dist=True)
+        prediction = self(x)
+        self.log("val/loss", F.mse_loss(prediction, y), batch_size=len(x), prog_bar=True, sync_dist=True)
+        self.val_metrics.update(prediction, y)
+        self.log_dict(self.val_metrics, batch_size=len(x))
 
     def _log_this_step(self) -> bool:
         every = self.trainer.log_every_n_steps
@@ -158,7 +207,7 @@ class Regressor(L.LightningModule):
         if not self.is_linear or self.net.weight.numel() > 16:
             return {}
         scalars = {}
-        for short, p in (("w", self.net.weight), ("b", self.net.bias)):
+        for short, p in zip("wb", self.coefficients()):
             if p is None:
                 continue
             flat = p.detach().reshape(-1).clone()

@@ -1,0 +1,199 @@
+"""Reading a user's table, CSV or Parquet, through pyarrow's columnar readers.
+
+pyarrow parses a CSV in C++ blocks straight into typed columns, without a Python object per cell. When it
+refuses a file, or a number column holds an empty cell, NaN or infinity, the file is read once more line by
+line in Python only to name the file, line and column of the first bad cell.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import torch
+
+from linreg.errors import ConfigError
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# The first bytes of compressed files: those pyarrow decompresses, and those it cannot.
+CODECS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
+ARCHIVES = {b"PK\x03\x04": "a zip archive", b"\xfd7zXZ\x00": "an xz file", b"7z\xbc\xaf": "a 7-Zip archive"}
+PARQUET_MAGIC = b"PAR1"
+# Byte-order marks of text that is not UTF-8 (UTF-32's first, as it begins with UTF-16's).
+UNICODE_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def check_columns(feature_columns, target_column: str | None) -> list[str]:
+    """The feature columns as a list, refusing an empty list, repeated names and the target among them."""
+    features = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns or [])
+    if not features:
+        raise ConfigError("data.feature_columns is empty: name at least one column, e.g. data.feature_columns=[x1,x2]")
+    repeated = sorted({name for name in features if features.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"data.feature_columns names {repeated} more than once: list each column once")
+    if target_column is not None and target_column in features:
+        raise ConfigError(
+            f"data.target_column={target_column!r} is also in data.feature_columns: a model that sees its target "
+            "learns nothing; remove it from the features"
+        )
+    return [str(name) for name in features]
+
+
+def _kind(file: Path) -> tuple[str, str | None]:
+    """('parquet' or 'csv', the compression codec or None), from the file's first bytes, not its name."""
+    with file.open("rb") as handle:
+        head = handle.read(8)
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet", None
+    for magic, what in ARCHIVES.items():
+        if head.startswith(magic):
+            raise ConfigError(
+                f"{file} is {what}, which this reader does not open: extract the CSV and point data.path at it"
+            )
+    for magic, codec in CODECS.items():
+        if head.startswith(magic):
+            return "csv", codec
+    for bom, name in UNICODE_MARKS:
+        if head.startswith(bom):
+            raise ConfigError(f"{file} is {name} text: save it as UTF-8 (in Excel: 'CSV UTF-8'), then read it again")
+    return "csv", None
+
+
+def _text(file: Path, codec: str | None) -> io.TextIOWrapper:
+    """The file as text: decompressed, decoded as UTF-8, a leading byte-order mark (as Excel writes) dropped."""
+    return io.TextIOWrapper(pa.input_stream(str(file), compression=codec), encoding="utf-8-sig", newline="")
+
+
+def _csv_header(file: Path, codec: str | None) -> list[str]:
+    try:
+        with _text(file, codec) as text:
+            header = next(csv.reader(text), None)
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{file}: not UTF-8 text (byte {error.object[error.start]:#04x} in the header): "
+            "save it as UTF-8 (in Excel: 'CSV UTF-8'), then read it again"
+        ) from None
+    except (OSError, pa.ArrowException) as error:
+        raise ConfigError(f"{file}: cannot be read as a CSV file ({error})") from None
+    if header is None:
+        raise ConfigError(f"{file}: the file is empty; it needs a header row and at least one data row")
+    return [name.strip() for name in header]
+
+
+def _first_bad_cell(file: Path, codec: str | None, header: list[str], columns: list[str]) -> str | None:
+    """The file, line and column of the first cell that is not a finite float32 number, or of a ragged row."""
+    index = {name: header.index(name) for name in columns}
+    try:
+        with _text(file, codec) as text:
+            reader = csv.reader(text)
+            next(reader)
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    return f"{file}, line {line}: {len(row)} fields where the header has {len(header)}"
+                for name, i in index.items():
+                    try:
+                        value = float(row[i])
+                    except ValueError:
+                        return f"{file}, line {line}, column {name!r}: {row[i]!r} is not a number"
+                    if not math.isfinite(value):
+                        return f"{file}, line {line}, column {name!r}: {row[i]!r} is not a finite number"
+                    if abs(value) > FLOAT32_MAX:
+                        return f"{file}, line {line}, column {name!r}: {row[i]!r} is too large for float32"
+    except UnicodeDecodeError as error:
+        return f"{file}: not UTF-8 text ({error.reason}): save it as UTF-8, then read it again"
+    return None
+
+
+def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool) -> pa.Table:
+    header = _csv_header(file, codec)
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise ConfigError(
+            f"{file}: column(s) {missing} not in the header {header}; "
+            "set data.feature_columns and data.target_column to existing columns"
+        )
+    repeated = sorted({name for name in columns if header.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{file}: the header names column(s) {repeated} more than once: rename them")
+    try:
+        table = pa_csv.read_csv(
+            pa.input_stream(str(file), compression=codec),
+            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.float64() for name in columns},
+                include_columns=None if keep_all else columns,
+            ),
+        )
+    except pa.ArrowException as error:  # bad cell, ragged row, bad encoding: find the line in Python
+        raise ConfigError(_first_bad_cell(file, codec, header, columns) or f"{file}: {error}") from None
+    if any(table.column(name).null_count for name in columns) or not _finite(table, columns):
+        raise ConfigError(_first_bad_cell(file, codec, header, columns) or f"{file}: a number column has empty cells")
+    return table
+
+
+def _read_parquet(file: Path, columns: list[str], keep_all: bool) -> pa.Table:
+    try:
+        table = pq.read_table(file, columns=None if keep_all else columns)
+    except pa.ArrowException as error:
+        raise ConfigError(f"{file}: not a readable Parquet file ({error})") from None
+    missing = [name for name in columns if name not in table.column_names]
+    if missing:
+        raise ConfigError(
+            f"{file}: column(s) {missing} not in the table's columns {table.column_names}; "
+            "set data.feature_columns and data.target_column to existing columns"
+        )
+    for name in columns:
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise ConfigError(f"{file}, column {name!r}: holds {column.type} values, not numbers")
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+            raise ConfigError(f"{file}, row {row}, column {name!r}: the cell is empty")
+        table = table.set_column(table.column_names.index(name), name, column.cast(pa.float64()))
+    for name in columns:
+        values = table.column(name).to_numpy()
+        bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX))
+        if len(bad):
+            raise ConfigError(
+                f"{file}, row {bad[0] + 1}, column {name!r}: {values[bad[0]]!r} is not a finite float32 number"
+            )
+    return table
+
+
+def _finite(table: pa.Table, columns: list[str]) -> bool:
+    return all(np.all(np.abs(table.column(name).to_numpy()) <= FLOAT32_MAX) for name in columns)
+
+
+def read(path: str, columns: list[str], keep_all: bool = False) -> pa.Table:
+    """The table at ``path`` (CSV, possibly compressed, or Parquet) with ``columns`` as finite float64 numbers.
+
+    ``keep_all`` keeps the file's other columns too, as pyarrow reads them (for writing predictions beside them).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV or Parquet file")
+    kind, codec = _kind(file)
+    table = _read_parquet(file, columns, keep_all) if kind == "parquet" else _read_csv(file, codec, columns, keep_all)
+    if table.num_rows == 0:
+        raise ConfigError(f"{file}: no data rows under the header")
+    return table
+
+
+def to_tensor(table: pa.Table, columns: list[str]) -> torch.Tensor:
+    """The named float64 columns as one float32 (rows, columns) tensor, filled a column at a time."""
+    out = torch.empty(table.num_rows, len(columns), dtype=torch.float32)
+    view = out.numpy()  # shares out's memory; numpy casts float64 to float32 as it copies
+    for i, name in enumerate(columns):
+        view[:, i] = table.column(name).to_numpy()
+    return out
