@@ -120,8 +120,8 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
     missing = [name for name in columns if name not in header]
     if missing:
         raise ConfigError(
-            f"{file}: column(s) {missing} not in the header {header}; "
-            "set data.feature_columns and data.target_column to existing columns"
+            f"{file}: column(s) {missing} not in the header {header}; name existing columns in "
+            "data.feature_columns (and data.target_column)"
         )
     repeated = sorted({name for name in columns if header.count(name) > 1})
     if repeated:
@@ -150,8 +150,8 @@ def _read_parquet(file: Path, columns: list[str], keep_all: bool) -> pa.Table:
     missing = [name for name in columns if name not in table.column_names]
     if missing:
         raise ConfigError(
-            f"{file}: column(s) {missing} not in the table's columns {table.column_names}; "
-            "set data.feature_columns and data.target_column to existing columns"
+            f"{file}: column(s) {missing} not in the table's columns {table.column_names}; name existing "
+            "columns in data.feature_columns (and data.target_column)"
         )
     for name in columns:
         column = table.column(name)
