@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,7 +37,9 @@ def load_model(ckpt_path: str) -> Regressor:
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file; use a run's checkpoints/last.ckpt or best.ckpt")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a crafted file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         settings, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
         known = inspect.signature(Regressor).parameters
         model = Regressor(**{k: v for k, v in settings.items() if k in known})
