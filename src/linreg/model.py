@@ -86,7 +86,8 @@ class Regressor(L.LightningModule):
         return self.net(self.scaled(x))
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.x_mean) / self.x_std if self.hparams.standardize else x
+        # in place on the one new tensor: a full batch of a million rows costs one copy, not two
+        return (x - self.x_mean).div_(self.x_std) if self.hparams.standardize else x
 
     @torch.no_grad()
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor, target_mean: torch.Tensor) -> None:

@@ -131,9 +131,10 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
             pa.input_stream(str(file), compression=codec),
             read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
             convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.float64() for name in columns},
+                column_types={name: pa.float32() for name in columns},  # what training uses: half the memory
                 include_columns=None if keep_all else columns,
             ),
+            memory_pool=pa.system_memory_pool(),  # gives the table's memory back once the tensors are made
         )
     except pa.ArrowException as error:  # bad cell, ragged row, bad encoding: find the line in Python
         raise ConfigError(_first_bad_cell(file, codec, header, columns) or f"{file}: {error}") from None
@@ -176,7 +177,7 @@ def _finite(table: pa.Table, columns: list[str]) -> bool:
 
 
 def read(path: str, columns: list[str], keep_all: bool = False) -> pa.Table:
-    """The table at ``path`` (CSV, possibly compressed, or Parquet) with ``columns`` as finite float64 numbers.
+    """The table at ``path`` (CSV, possibly compressed, or Parquet) with ``columns`` as finite float numbers.
 
     ``keep_all`` keeps the file's other columns too, as pyarrow reads them (for writing predictions beside them).
     """
@@ -191,9 +192,9 @@ def read(path: str, columns: list[str], keep_all: bool = False) -> pa.Table:
 
 
 def to_tensor(table: pa.Table, columns: list[str]) -> torch.Tensor:
-    """The named float64 columns as one float32 (rows, columns) tensor, filled a column at a time."""
+    """The named number columns as one float32 (rows, columns) tensor, filled a column at a time."""
     out = torch.empty(table.num_rows, len(columns), dtype=torch.float32)
-    view = out.numpy()  # shares out's memory; numpy casts float64 to float32 as it copies
+    view = out.numpy()  # shares out's memory; numpy casts to float32 as it copies
     for i, name in enumerate(columns):
         view[:, i] = table.column(name).to_numpy()
     return out
