@@ -251,3 +251,8 @@ def test_predict_script_writes_the_input_columns_and_predictions(table, run_trai
     np.testing.assert_allclose([float(r["prediction"]) for r in rows], expected, rtol=1e-4)
     assert summary["predictions"]["after"][0] == pytest.approx(4.0 * sum(summary["weight"]) + summary["bias"][0],
                                                                rel=1e-4)
+
+
+def test_a_one_sample_validation_split_has_no_r2(run_train):
+    summary, _ = run_train(["data.val_fraction=0.34", "trainer.max_epochs=2"])
+    assert summary["status"] == "completed" and summary["metrics"]["val"]["r2"] is None

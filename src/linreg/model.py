@@ -70,8 +70,9 @@ class Regressor(L.LightningModule):
             self.register_buffer("x_mean", torch.zeros(in_features))
             self.register_buffer("x_std", torch.ones(in_features))
         self.val_metrics = torchmetrics.MetricCollection(
-            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}, prefix="val/"
+            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()}, prefix="val/"
         )
+        self.val_r2 = R2Score()
         self.optimizer_factory = optimizer
         self.automatic_optimization = gradient == "autograd"
         self.path: list[torch.Tensor] = []  # flat parameters at the logged steps, for the landscape figure
@@ -198,6 +199,9 @@ class Regressor(L.LightningModule):
         self.log("val/loss", F.mse_loss(prediction, y), batch_size=len(x), prog_bar=True, sync_dist=True)
         self.val_metrics.update(prediction, y)
         self.log_dict(self.val_metrics, batch_size=len(x))
+        if batch_idx or len(x) > 1:  # R² needs two samples: a one-sample split has none (every rank alike)
+            self.val_r2.update(prediction, y)
+            self.log("val/r2", self.val_r2, batch_size=len(x))
 
     def _log_this_step(self) -> bool:
         every = self.trainer.log_every_n_steps
