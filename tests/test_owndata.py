@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import compose_config, scalar_tags, script
+from conftest import compose_config, read_summary, scalar_tags, script
 from omegaconf import OmegaConf
 
 from linreg import metrics, sources, validate
