@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from linreg import metrics, sources, validate
 from linreg.data import RegressionData
 from linreg.errors import ConfigError
-from linreg.prediction import predict
+from linreg.prediction import load_model, predict
 from linreg.sweep_report import load_jobs, ranked
 
 FEATURES = ["f0", "f1", "f2", "f3", "f4"]
@@ -161,7 +161,8 @@ def test_parquet_gzip_and_excel_bom_give_the_same_tensors(table, tmp_path):
     pq.write_table(pa.table({**{n: x[:, i] for i, n in enumerate(FEATURES)}, "y": y}), tmp_path / "t.parquet")
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
     (tmp_path / "t.csv.gz").write_bytes(gzip.compress(path.read_bytes()))
-    for other in ("t.parquet", "bom.csv", "t.csv.gz"):
+    (tmp_path / "gzip-named.csv").write_bytes(gzip.compress(path.read_bytes()))  # known by content, not name
+    for other in ("t.parquet", "bom.csv", "t.csv.gz", "gzip-named.csv"):
         got = sources.from_csv(str(tmp_path / other), FEATURES, "y")
         assert all(torch.equal(a, b) for a, b in zip(got, expected)), other
     assert expected[0].dtype == torch.float32 and expected[0].shape == (1000, 5)
@@ -177,6 +178,7 @@ BAD_FILES = {
     "repeated feature": (b"x,y\n1,2\n", ["x", "x"], "more than once"),
     "empty cell": (b"x,y\n1,2\n3,\n", ["x"], "line 3, column 'y': '' is not a number"),
     "float32 overflow": (b"x,y\n1,2\n1e39,1\n", ["x"], "line 3, column 'x': '1e39' is too large for float32"),
+    "semicolons": (b"x;y\n1;2\n", ["x"], "seem separated by ';'"),
 }
 
 
@@ -202,7 +204,7 @@ def test_report_ranks_by_validation_loss(tmp_path):
         load_jobs(sweep / "0_optimizer.lr=0")
 
 
-def test_predict_refuses_bad_requests(table, run_train, tmp_path):
+def test_predict_in_process_writes_parquet_and_refuses_bad_requests(table, run_train, tmp_path):
     path, _, _ = table
     _, folder = run_train(csv_run(path, "optimizer=lbfgs", "data.batch_size=full", "trainer.max_epochs=1"))
     ckpt = folder / "checkpoints" / "last.ckpt"
@@ -226,6 +228,14 @@ def test_predict_refuses_bad_requests(table, run_train, tmp_path):
         with pytest.raises(ConfigError, match=re.escape(message)):
             predict(OmegaConf.create(cfg))
         assert not marker.exists() and not (tmp_path / "p.csv").exists(), name
+    cfg = {"ckpt_path": str(ckpt), "output": str(tmp_path / "p.parquet"), "data": {"path": str(path),
+           "feature_columns": FEATURES}}
+    assert predict(OmegaConf.create(cfg))["rows"] == 1000
+    written = pq.read_table(tmp_path / "p.parquet")
+    assert written.column_names == [*FEATURES, "y", "prediction"]
+    model = load_model(str(ckpt))
+    expected = model(sources.from_csv(str(path), FEATURES, "y")[0]).detach().reshape(-1).numpy()
+    np.testing.assert_allclose(written.column("prediction").to_numpy(), expected, rtol=1e-6)
 
 
 @pytest.mark.slow

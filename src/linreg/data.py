@@ -121,6 +121,8 @@ class RegressionData(L.LightningDataModule):
     """Serves one of ``SOURCES`` with a batch size: 1 is SGD, ``full`` is GD, anything between mini-batch.
 
     ``batch_size`` is the global batch; under DDP each device gets ``batch_size / world_size`` samples.
+    ``val_fraction`` and ``test_fraction`` hold out disjoint seeded shares; ``standardize`` asks the model to
+    scale the features by the training split's statistics (see ``standardization``).
     """
 
     def __init__(

@@ -118,6 +118,12 @@ def _first_bad_cell(file: Path, codec: str | None, header: list[str], columns: l
 def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool) -> pa.Table:
     header = _csv_header(file, codec)
     missing = [name for name in columns if name not in header]
+    separator = next((s for s in ";\t|" if len(header) == 1 and s in header[0]), None)
+    if missing and separator:
+        raise ConfigError(
+            f"{file}: the header is one field, {header[0]!r}: the columns seem separated by {separator!r}; "
+            "save the file with commas between columns"
+        )
     if missing:
         raise ConfigError(
             f"{file}: column(s) {missing} not in the header {header}; name existing columns in "
