@@ -192,6 +192,30 @@ def test_bad_files_are_refused_in_one_line(case, tmp_path):
     assert "\n" not in str(error.value)
 
 
+def test_bad_parquet_files_are_refused_in_one_line(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": [1.0, math.nan], "s": ["a", "b"], "y": [1, 2]}), path)
+    cases = {
+        "['nope'] not in the table's columns": (path, ["nope"]),
+        "row 2, column 'x': nan is not a finite float32 number": (path, ["x"]),
+        "column 's': holds string values, not numbers": (path, ["s"]),
+    }
+    (tmp_path / "cut.parquet").write_bytes(path.read_bytes()[:200])
+    cases["not a readable Parquet file"] = (tmp_path / "cut.parquet", ["x"])
+    for message, (file, features) in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)) as error:
+            sources.from_csv(str(file), features, "y")
+        assert "\n" not in str(error.value)
+
+
+def test_numbers_as_column_names(tmp_path):
+    """Hydra reads data.feature_columns=[1,2] as numbers; a header's names are text."""
+    path = tmp_path / "n.csv"
+    path.write_text("1,2,3\n1,2,3\n4,5,7\n")
+    x, y = sources.from_csv(str(path), [2, 1], 3)
+    assert x.tolist() == [[2, 1], [5, 4]] and y.tolist() == [[3], [7]]
+
+
 def test_report_ranks_by_validation_loss(tmp_path):
     sweep = tmp_path / "sweep"
     for number, (excess, val) in enumerate([(0.1, 5.0), (0.3, 4.0), (0.2, 6.0)]):

@@ -51,6 +51,6 @@ def nonlinear(samples: int, curve: str, low: float, high: float, noise: float, s
 def from_csv(path: str, feature_columns: list[str], target_column: str):
     """Read a CSV file with a header row (or a Parquet file); every bad cell is reported with its file, line and
     column. Reading goes through pyarrow (linreg.tables)."""
-    features = tables.check_columns(feature_columns, target_column)
-    table = tables.read(path, [*features, target_column])
-    return tables.to_tensor(table, features), tables.to_tensor(table, [target_column])
+    features, target = tables.check_columns(feature_columns, target_column), str(target_column)
+    table = tables.read(path, [*features, target])
+    return tables.to_tensor(table, features), tables.to_tensor(table, [target])

@@ -33,18 +33,19 @@ UNICODE_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"
 
 def check_columns(feature_columns, target_column: str | None) -> list[str]:
     """The feature columns as a list, refusing an empty list, repeated names and the target among them."""
-    features = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns or [])
+    single = isinstance(feature_columns, (str, int))  # data.feature_columns=x1 means one column
+    features = [str(name) for name in ([feature_columns] if single else list(feature_columns or []))]
     if not features:
         raise ConfigError("data.feature_columns is empty: name at least one column, e.g. data.feature_columns=[x1,x2]")
     repeated = sorted({name for name in features if features.count(name) > 1})
     if repeated:
         raise ConfigError(f"data.feature_columns names {repeated} more than once: list each column once")
-    if target_column is not None and target_column in features:
+    if target_column is not None and str(target_column) in features:
         raise ConfigError(
             f"data.target_column={target_column!r} is also in data.feature_columns: a model that sees its target "
             "learns nothing; remove it from the features"
         )
-    return [str(name) for name in features]
+    return features
 
 
 def _kind(file: Path) -> tuple[str, str | None]:
@@ -151,18 +152,23 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
 
 def _read_parquet(file: Path, columns: list[str], keep_all: bool) -> pa.Table:
     try:
+        names = pq.read_schema(file).names
+        missing = [name for name in columns if name not in names]
+        if missing:
+            raise ConfigError(
+                f"{file}: column(s) {missing} not in the table's columns {names}; name existing "
+                "columns in data.feature_columns (and data.target_column)"
+            )
+        repeated = sorted({name for name in columns if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"{file}: the table has several columns named {repeated}: rename them")
         table = pq.read_table(file, columns=None if keep_all else columns)
-    except pa.ArrowException as error:
+    except (pa.ArrowException, OSError) as error:
         raise ConfigError(f"{file}: not a readable Parquet file ({error})") from None
-    missing = [name for name in columns if name not in table.column_names]
-    if missing:
-        raise ConfigError(
-            f"{file}: column(s) {missing} not in the table's columns {table.column_names}; name existing "
-            "columns in data.feature_columns (and data.target_column)"
-        )
     for name in columns:
         column = table.column(name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
             raise ConfigError(f"{file}, column {name!r}: holds {column.type} values, not numbers")
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0]) + 1
@@ -173,7 +179,7 @@ def _read_parquet(file: Path, columns: list[str], keep_all: bool) -> pa.Table:
         bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX))
         if len(bad):
             raise ConfigError(
-                f"{file}, row {bad[0] + 1}, column {name!r}: {values[bad[0]]!r} is not a finite float32 number"
+                f"{file}, row {bad[0] + 1}, column {name!r}: {float(values[bad[0]])!r} is not a finite float32 number"
             )
     return table
 
