@@ -100,6 +100,7 @@ def test_lbfgs_ends_at_the_optimum_in_original_units(table, run_train):
     [
         (["model.gradient=analytic", "data.batch_size=full"], "model.gradient=autograd"),
         (["data.batch_size=32"], "use data.batch_size=full"),
+        (["data.batch_size=full", "trainer.precision=16-mixed"], "mixed precision"),
     ],
 )
 def test_lbfgs_is_refused_where_it_cannot_work(extra, message, tmp_path):

@@ -89,6 +89,8 @@ def _check_full_batch_optimizer(cfg: DictConfig) -> None:
         raise ConfigError(
             "optimizer=lbfgs runs on one device: each DDP rank would search on its own share; use trainer=cpu"
         )
+    if "mixed" in str(OmegaConf.select(cfg, "trainer.precision")):  # Lightning's loss scaler cannot drive it
+        raise ConfigError("optimizer=lbfgs does not work with mixed precision: use trainer.precision=32-true or 64")
 
 
 def check(cfg: DictConfig) -> None:
