@@ -292,3 +292,12 @@ def test_a_one_sample_validation_split_has_no_r2(run_train):
     _, folder = run_train(["data.val_fraction=0.34", "trainer.max_epochs=2"])
     summary = read_summary(folder)  # JSON has no NaN: null
     assert summary["status"] == "completed" and summary["metrics"]["val"]["r2"] is None
+
+
+def test_hand_gradient_and_autograd_agree_on_standardised_features(run_train):
+    common = ["data=synthetic", "data.features=3", "data.standardize=true", "data.batch_size=full",
+              "trainer.max_epochs=30", "optimizer.lr=0.1"]
+    analytic, _ = run_train([*common, "model.gradient=analytic"], name="analytic")
+    autograd, _ = run_train([*common, "model.gradient=autograd"], name="autograd")
+    np.testing.assert_allclose(analytic["weight"], autograd["weight"], rtol=1e-5)
+    assert analytic["final_loss"] == pytest.approx(autograd["final_loss"], rel=1e-5)
