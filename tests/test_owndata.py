@@ -301,3 +301,22 @@ def test_hand_gradient_and_autograd_agree_on_standardised_features(run_train):
     autograd, _ = run_train([*common, "model.gradient=autograd"], name="autograd")
     np.testing.assert_allclose(analytic["weight"], autograd["weight"], rtol=1e-5)
     assert analytic["final_loss"] == pytest.approx(autograd["final_loss"], rel=1e-5)
+
+
+def test_a_target_in_hundreds_of_thousands_trains_with_the_defaults(tmp_path, run_train):
+    """The target is scaled too: a price-like target does not trip divergence_bound or need another lr."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 2)) * [1000.0, 3.0] + [2000.0, 5.0]
+    y = x @ np.array([300.0, 20000.0]) + 1e5 + 5e4 * rng.normal(size=500)
+    path = write_csv(tmp_path / "prices.csv", x, y, names=["area", "rooms"], target="price")
+    summary, _ = run_train(["data=csv", f"data.path={path}", "data.feature_columns=[area,rooms]",
+                            "data.target_column=price", "trainer.max_epochs=20"])
+    assert summary["status"] == "completed"
+    assert summary["final_loss"] <= least_squares(x, y)[2] * 1.01
+
+
+def test_a_model_without_bias_stays_without_intercept(table, run_train):
+    """Centring would give it an intercept after all: it is only scaled, and predicts 0 at x = 0."""
+    path, _, _ = table
+    summary, _ = run_train(csv_run(path, "model.bias=false", "predict.x=[0.0]", "trainer.max_epochs=2"))
+    assert summary["bias"] is None and summary["predictions"]["after"] == [0.0]

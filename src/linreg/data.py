@@ -46,6 +46,25 @@ def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Ten
     return make(**options)
 
 
+@torch.no_grad()
+def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each column's mean and standard deviation, as float32.
+
+    Summed in float64 chunk by chunk (a float32 sum over a million rows loses digits). A constant
+    column gets a deviation of 1, so it is centred and left unscaled rather than divided by 0.
+    """
+    total = torch.zeros(values.shape[1], dtype=torch.float64)
+    for start in range(0, len(values), CHUNK):
+        total += values[start : start + CHUNK].double().sum(0).cpu()
+    mean = total / len(values)
+    squares = torch.zeros_like(mean)
+    for start in range(0, len(values), CHUNK):
+        squares += (values[start : start + CHUNK].double().cpu() - mean).square().sum(0)
+    std = (squares / len(values)).sqrt()
+    std[std <= 1e-12 * mean.abs().clamp(min=1.0)] = 1.0
+    return mean.float(), std.float()
+
+
 class EpochPermutation:
     """The order of the samples in one epoch: a permutation seeded by (seed, epoch), or None for in order.
 
@@ -122,7 +141,7 @@ class RegressionData(L.LightningDataModule):
 
     ``batch_size`` is the global batch; under DDP each device gets ``batch_size / world_size`` samples.
     ``val_fraction`` and ``test_fraction`` hold out disjoint seeded shares; ``standardize`` asks the model to
-    scale the features by the training split's statistics (see ``standardization``).
+    scale the features and the target by the training split's statistics (see ``standardization``).
     """
 
     def __init__(
@@ -186,24 +205,9 @@ class RegressionData(L.LightningDataModule):
         }
         return {name: pair for name, pair in named.items() if pair[0] is not None}
 
-    @torch.no_grad()
-    def standardization(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each feature's mean and standard deviation over the training split only, and the target's mean.
-
-        Summed in float64 chunk by chunk (a float32 sum over a million rows loses digits). A constant
-        feature gets a deviation of 1, so it is centred and left unscaled rather than divided by 0.
-        """
-        x, y = self.x_train, self.y_train
-        total = torch.zeros(x.shape[1], dtype=torch.float64)
-        for start in range(0, len(x), CHUNK):
-            total += x[start : start + CHUNK].double().sum(0).cpu()
-        mean = total / len(x)
-        squares = torch.zeros_like(mean)
-        for start in range(0, len(x), CHUNK):
-            squares += (x[start : start + CHUNK].double().cpu() - mean).square().sum(0)
-        std = (squares / len(x)).sqrt()
-        std[std <= 1e-12 * mean.abs().clamp(min=1.0)] = 1.0
-        return mean.float(), std.float(), y.double().mean(0).float()
+    def standardization(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mean and standard deviation of each feature, then of the target, over the training split only."""
+        return (*moments(self.x_train), *moments(self.y_train))
 
     @property
     def num_features(self) -> int:

@@ -67,8 +67,9 @@ class Regressor(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
         if standardize:  # buffers, so the checkpoint carries the scaling with the weights
-            self.register_buffer("x_mean", torch.zeros(in_features))
-            self.register_buffer("x_std", torch.ones(in_features))
+            for name, size, start in (("x_mean", in_features, 0.0), ("x_std", in_features, 1.0), ("y_mean", 1, 0.0),
+                                      ("y_std", 1, 1.0)):
+                self.register_buffer(name, torch.full((size,), start))
         self.val_metrics = torchmetrics.MetricCollection(
             {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()}, prefix="val/"
         )
@@ -83,38 +84,46 @@ class Regressor(L.LightningModule):
         return isinstance(self.net, nn.Linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Takes features in the data's own units: a standardising model scales them first."""
-        return self.net(self.scaled(x))
+        """Takes features and gives predictions in the data's own units, whatever the model scales inside."""
+        out = self.net(self.scaled(x))
+        return out * self.y_std + self.y_mean if self.hparams.standardize else out
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
         # in place on the one new tensor: a full batch of a million rows costs one copy, not two
         return (x - self.x_mean).div_(self.x_std) if self.hparams.standardize else x
 
-    @torch.no_grad()
-    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor, target_mean: torch.Tensor) -> None:
-        """Store the training split's feature statistics; the output bias starts at the target's mean.
+    def scaled_target(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.y_mean) / self.y_std if self.hparams.standardize else y
 
-        With centred features the best bias is exactly that mean, so only the weights are left to learn
-        (unless model.init_bias asks for another start).
-        """
-        self.x_mean.copy_(mean)
-        self.x_std.copy_(std)
-        last = self.net if self.is_linear else self.net[-1]
-        if last.bias is not None and self.hparams.init_bias is None:
-            last.bias.copy_(target_mean)
+    def in_target_units(self, loss: torch.Tensor) -> torch.Tensor:
+        """An MSE of the scaled target, in the target's squared units."""
+        return loss * self.y_std.square().squeeze() if self.hparams.standardize else loss
+
+    @torch.no_grad()
+    def set_standardization(self, x_mean, x_std, y_mean, y_std) -> None:
+        """Store the training split's statistics. A model without bias is only scaled (by the root mean square),
+        not centred: centring would give it an intercept after all."""
+        if self.hparams.bias:
+            self.x_mean.copy_(x_mean)
+            self.y_mean.copy_(y_mean)
+        else:
+            x_std, y_std = torch.hypot(x_std, x_mean), torch.hypot(y_std, y_mean)
+        self.x_std.copy_(x_std)
+        self.y_std.copy_(y_std)
 
     @torch.no_grad()
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The linear model's weight (1, features) and bias (1,) in the data's own units.
 
-        For standardised features, ``w' (x - m) / s + b = (w'/s) x + (b - sum(w' m / s))``.
+        Inside, ``(y - my) / sy = w' (x - mx) / sx + b'``, so ``w = sy w' / sx`` and ``b = sy (b' - w' mx / sx) + my``.
         """
         weight, bias = self.net.weight.detach(), self.net.bias
         bias = None if bias is None else bias.detach()
         if not self.hparams.standardize:
             return weight.clone(), None if bias is None else bias.clone()
-        weight = weight / self.x_std
-        return weight, None if bias is None else bias - weight @ self.x_mean
+        per_x = weight / self.x_std
+        bias = None if bias is None else (bias - per_x @ self.x_mean) * self.y_std + self.y_mean
+        return per_x * self.y_std, bias
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
@@ -155,19 +164,21 @@ class Regressor(L.LightningModule):
             before = self._parameter_scalars()
             if self.is_linear and self.global_step > 0:
                 self.path.append(self.flat_parameters())
+        # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         if self.automatic_optimization:
-            loss = F.mse_loss(self(x), y)
+            loss = F.mse_loss(self.net(self.scaled(x)), self.scaled_target(y))
         else:
             loss = self._analytic_step(x, y)
+        cost = self.in_target_units(loss.detach())
         if first:
-            self._cost_sum += loss.detach() * len(x)
+            self._cost_sum += cost * len(x)
             self._seen += len(x)
         if log_now:
-            self.log_dict({"train/loss": loss.detach(), **before}, on_step=True, on_epoch=False)
+            self.log_dict({"train/loss": cost, **before}, on_step=True, on_epoch=False)
         return loss
 
     def _analytic_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        linear, x = self.net, self.scaled(x)
+        linear, x, y = self.net, self.scaled(x), self.scaled_target(y)
         with torch.no_grad():
             residual = linear(x) - y
             scale = 2.0 / residual.numel()
