@@ -138,7 +138,8 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
             pa.input_stream(str(file), compression=codec),
             read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
             convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.float32() for name in columns},  # what training uses: half the memory
+                # float32 is what training uses, in half the memory; a table kept whole is written out again
+                column_types={name: pa.float64() if keep_all else pa.float32() for name in columns},
                 include_columns=None if keep_all else columns,
             ),
             memory_pool=pa.system_memory_pool(),  # gives the table's memory back once the tensors are made
