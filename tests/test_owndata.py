@@ -209,6 +209,18 @@ def test_bad_parquet_files_are_refused_in_one_line(tmp_path):
         assert "\n" not in str(error.value)
 
 
+def test_rows_of_blanks_or_bare_commas_are_skipped(tmp_path):
+    """Spreadsheets leave such rows at the end; pyarrow refuses or reads them as empty cells."""
+    from linreg import tables
+
+    path = tmp_path / "sheet.csv"
+    path.write_text("id,x,y\na,1,2\n   \nb,3,4\n,,\n,,\n")
+    x, y = sources.from_csv(str(path), ["x"], "y")
+    assert x.tolist() == [[1], [3]] and y.tolist() == [[2], [4]]
+    whole = tables.read(str(path), ["x"], keep_all=True)  # as predict.py reads it: every column
+    assert whole.to_pydict() == {"id": ["a", "b"], "x": [1.0, 3.0], "y": [2, 4]}
+
+
 def test_numbers_as_column_names(tmp_path):
     """Hydra reads data.feature_columns=[1,2] as numbers; a header's names are text."""
     path = tmp_path / "n.csv"

@@ -2,7 +2,8 @@
 
 pyarrow parses a CSV in C++ blocks straight into typed columns, without a Python object per cell. When it
 refuses a file, or a number column holds an empty cell, NaN or infinity, the file is read once more line by
-line in Python only to name the file, line and column of the first bad cell.
+line in Python, to name the file, line and column of the first bad cell (or to read the blank rows pyarrow
+does not skip).
 """
 
 from __future__ import annotations
@@ -89,9 +90,14 @@ def _csv_header(file: Path, codec: str | None) -> list[str]:
     return [name.strip() for name in header]
 
 
-def _first_bad_cell(file: Path, codec: str | None, header: list[str], columns: list[str]) -> str | None:
-    """The file, line and column of the first cell that is not a finite float32 number, or of a ragged row."""
+def _read_slowly(file: Path, codec: str | None, header: list[str], columns: list[str], keep_all: bool) -> pa.Table:
+    """The file read row by row in Python: raises at the first cell that is not a finite float32 number, or at a
+    ragged row, naming file, line and column. Only for files the fast reader refuses, which are mostly bad ones;
+    it also reads what that reader will not, rows of blanks or of bare commas (as spreadsheets leave), skipping them.
+    """
     index = {name: header.index(name) for name in columns}
+    kept = header if keep_all else columns
+    values: dict[str, list] = {name: [] for name in kept}
     try:
         with _text(file, codec) as text:
             reader = csv.reader(text)
@@ -101,19 +107,35 @@ def _first_bad_cell(file: Path, codec: str | None, header: list[str], columns: l
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if len(row) != len(header):
-                    return f"{file}, line {line}: {len(row)} fields where the header has {len(header)}"
+                    raise ConfigError(f"{file}, line {line}: {len(row)} fields where the header has {len(header)}")
                 for name, i in index.items():
                     try:
                         value = float(row[i])
                     except ValueError:
-                        return f"{file}, line {line}, column {name!r}: {row[i]!r} is not a number"
+                        raise ConfigError(f"{file}, line {line}, column {name!r}: {row[i]!r} is not a number") from None
                     if not math.isfinite(value):
-                        return f"{file}, line {line}, column {name!r}: {row[i]!r} is not a finite number"
+                        raise ConfigError(f"{file}, line {line}, column {name!r}: {row[i]!r} is not a finite number")
                     if abs(value) > FLOAT32_MAX:
-                        return f"{file}, line {line}, column {name!r}: {row[i]!r} is too large for float32"
+                        raise ConfigError(f"{file}, line {line}, column {name!r}: {row[i]!r} is too large for float32")
+                    values[name].append(value)
+                for name in kept:
+                    if name not in index:
+                        values[name].append(row[header.index(name)])
     except UnicodeDecodeError as error:
-        return f"{file}: not UTF-8 text ({error.reason}): save it as UTF-8, then read it again"
-    return None
+        raise ConfigError(f"{file}: not UTF-8 text ({error.reason}): save it as UTF-8, then read it again") from None
+    number = pa.float64() if keep_all else pa.float32()
+    return pa.table({name: pa.array(values[name], number) if name in index else _typed(values[name]) for name in kept})
+
+
+def _typed(cells: list[str]) -> pa.Array:
+    """Another column's text as whole numbers or numbers where every cell is one (as pyarrow would infer)."""
+    text = pa.array(cells, pa.string())
+    for kind in (pa.int64(), pa.float64()):
+        try:
+            return text.cast(kind)
+        except pa.ArrowInvalid:
+            continue
+    return text
 
 
 def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool) -> pa.Table:
@@ -144,10 +166,10 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
             ),
             memory_pool=pa.system_memory_pool(),  # gives the table's memory back once the tensors are made
         )
-    except pa.ArrowException as error:  # bad cell, ragged row, bad encoding: find the line in Python
-        raise ConfigError(_first_bad_cell(file, codec, header, columns) or f"{file}: {error}") from None
+    except pa.ArrowException:  # a bad cell, a ragged row, bad encoding: find the line in Python
+        return _read_slowly(file, codec, header, columns, keep_all)
     if any(table.column(name).null_count for name in columns) or not _finite(table, columns):
-        raise ConfigError(_first_bad_cell(file, codec, header, columns) or f"{file}: a number column has empty cells")
+        return _read_slowly(file, codec, header, columns, keep_all)
     return table
 
 
