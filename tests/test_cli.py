@@ -78,5 +78,5 @@ def test_two_job_multirun_gives_two_complete_folders(tmp_path):
 def test_help_lists_the_groups_and_writes_nothing(tmp_path):
     done = script("train.py", "--help", cwd=tmp_path)
     assert done.returncode == 0
-    assert "optimizer: adam, momentum, sgd" in done.stdout
+    assert "optimizer: adam, lbfgs, momentum, sgd" in done.stdout
     assert not (tmp_path / "outputs").exists()

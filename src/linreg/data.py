@@ -16,6 +16,8 @@ import torch
 from linreg import sources
 from linreg.errors import ConfigError, indivisible_batch
 
+CHUNK = 65_536  # rows summed at a time in float64
+
 SOURCES = {
     "seed": sources.seed,
     "synthetic": sources.synthetic,
@@ -45,6 +47,25 @@ def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Ten
 
 
 PERMUTE_ON = ("cpu", "device")  # where the shuffled order is drawn; see EpochPermutation
+
+
+@torch.no_grad()
+def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each column's mean and standard deviation, as float32.
+
+    Summed in float64 chunk by chunk (a float32 sum over a million rows loses digits). A constant
+    column gets a deviation of 1, so it is centred and left unscaled rather than divided by 0.
+    """
+    total = torch.zeros(values.shape[1], dtype=torch.float64)
+    for start in range(0, len(values), CHUNK):
+        total += values[start : start + CHUNK].double().sum(0).cpu()
+    mean = total / len(values)
+    squares = torch.zeros_like(mean)
+    for start in range(0, len(values), CHUNK):
+        squares += (values[start : start + CHUNK].double().cpu() - mean).square().sum(0)
+    std = (squares / len(values)).sqrt()
+    std[std <= 1e-12 * mean.abs().clamp(min=1.0)] = 1.0
+    return mean.float(), std.float()
 
 
 class EpochPermutation:
@@ -133,6 +154,8 @@ class RegressionData(L.LightningDataModule):
     ``batch_size`` is the global batch; under DDP each device gets ``batch_size / world_size`` samples.
     ``permute_on`` says where a shuffled order is drawn (EpochPermutation): ``cpu``, the default, gives a GPU
     run the CPU run's batches; ``device`` saves the GPU the copy of the order every epoch.
+    ``val_fraction`` and ``test_fraction`` hold out disjoint seeded shares; ``standardize`` asks the model to
+    scale the features and the target by the training split's statistics (see ``standardization``).
     """
 
     def __init__(
@@ -141,6 +164,8 @@ class RegressionData(L.LightningDataModule):
         batch_size: int | str = 1,
         shuffle: bool = False,
         val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
+        standardize: bool = False,
         seed: int = 0,
         permute_on: str = "cpu",
         **options,
@@ -150,31 +175,56 @@ class RegressionData(L.LightningDataModule):
             raise ConfigError(f"data.source={source!r} is not known; use one of {sorted(SOURCES)}")
         if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError(f"data.batch_size={batch_size!r} must be a whole number >= 1 or 'full'")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction={val_fraction!r} must be in [0, 1)")
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= fraction < 1.0:
+                raise ConfigError(f"data.{name}={fraction!r} must be in [0, 1)")
+        if val_fraction + test_fraction >= 1.0:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} leave nothing to train on: "
+                "keep their sum below 1"
+            )
         if permute_on not in PERMUTE_ON:
             raise ConfigError(f"data.permute_on={permute_on!r} is not known; use one of {list(PERMUTE_ON)}")
         self.source, self.batch_size, self.shuffle, self.permute_on = source, batch_size, shuffle, permute_on
-        self.val_fraction, self.seed, self.options = val_fraction, seed, options
-        self.x_train = self.y_train = self.x_val = self.y_val = None
+        self.val_fraction, self.test_fraction, self.standardize = val_fraction, test_fraction, standardize
+        self.seed, self.options = seed, options
+        self.x_train = self.y_train = self.x_val = self.y_val = self.x_test = self.y_test = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.x_train is not None:
             return
         x, y = load(self.source, self.seed, self.options)
-        n_val = math.floor(len(x) * self.val_fraction)
-        if self.val_fraction > 0 and (n_val < 1 or n_val >= len(x)):
-            raise ConfigError(
-                f"data.val_fraction={self.val_fraction} of {len(x)} samples leaves "
-                f"{n_val} for validation and {len(x) - n_val} for training; each needs at least one: "
-                "use more samples or data.val_fraction=0"
-            )
-        if n_val:
+        n_val, n_test = math.floor(len(x) * self.val_fraction), math.floor(len(x) * self.test_fraction)
+        wanted = (("val_fraction", self.val_fraction, n_val), ("test_fraction", self.test_fraction, n_test))
+        for name, fraction, n in wanted:
+            if fraction > 0 and (n < 1 or n_val + n_test >= len(x)):
+                raise ConfigError(
+                    f"data.{name}={fraction} of {len(x)} samples leaves {n_val} for validation, {n_test} for "
+                    f"testing and {len(x) - n_val - n_test} for training; each needs at least one: "
+                    f"use more samples or data.{name}=0"
+                )
+        if n_val or n_test:  # one seeded permutation: validation first, then test, the rest trains; disjoint
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
-            val, train = order[:n_val], order[n_val:]
-            self.x_val, self.y_val = x[val], y[val]
+            val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+            if n_val:
+                self.x_val, self.y_val = x[val], y[val]
+            if n_test:
+                self.x_test, self.y_test = x[test], y[test]
             x, y = x[train], y[train]
         self.x_train, self.y_train = x, y
+
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The splits that exist, by name: train, and val and test when their fractions are above 0."""
+        named = {
+            "train": (self.x_train, self.y_train),
+            "val": (self.x_val, self.y_val),
+            "test": (self.x_test, self.y_test),
+        }
+        return {name: pair for name, pair in named.items() if pair[0] is not None}
+
+    def standardization(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mean and standard deviation of each feature, then of the target, over the training split only."""
+        return (*moments(self.x_train), *moments(self.y_train))
 
     @property
     def num_features(self) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+import torchmetrics
 from lightning.pytorch.utilities import grad_norm
 from torch import nn
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from linreg.errors import ConfigError
 
@@ -54,6 +56,7 @@ class Regressor(L.LightningModule):
         depth: int = 0,
         hidden: int = 16,
         activation: str = "identity",
+        standardize: bool = False,
         optimizer=None,
     ):
         super().__init__()
@@ -63,26 +66,76 @@ class Regressor(L.LightningModule):
             raise ConfigError("model.gradient=analytic is derived for the linear model only: use model.depth=0")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
+        if standardize:  # buffers, so the checkpoint carries the scaling with the weights
+            for name, size, start in (("x_mean", in_features, 0.0), ("x_std", in_features, 1.0), ("y_mean", 1, 0.0),
+                                      ("y_std", 1, 1.0)):
+                self.register_buffer(name, torch.full((size,), start))
+        self.val_metrics = torchmetrics.MetricCollection(
+            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()}, prefix="val/"
+        )
+        self.val_r2 = R2Score()
         self.optimizer_factory = optimizer
         self.automatic_optimization = gradient == "autograd"
         self.path: list[torch.Tensor] = []  # flat parameters at the logged steps, for the landscape figure
         self._restored_cost: dict | None = None  # the epoch's running sums from a mid-epoch checkpoint
+        self._evaluated_step = None  # (global step, batch) whose loss training_step last computed
 
     @property
     def is_linear(self) -> bool:
         return isinstance(self.net, nn.Linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """Takes features and gives predictions in the data's own units, whatever the model scales inside."""
+        out = self.net(self.scaled(x))
+        return out * self.y_std + self.y_mean if self.hparams.standardize else out
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        # in place on the one new tensor: a full batch of a million rows costs one copy, not two
+        return (x - self.x_mean).div_(self.x_std) if self.hparams.standardize else x
+
+    def scaled_target(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.y_mean) / self.y_std if self.hparams.standardize else y
+
+    def in_target_units(self, loss: torch.Tensor) -> torch.Tensor:
+        """An MSE of the scaled target, in the target's squared units."""
+        return loss * self.y_std.square().squeeze() if self.hparams.standardize else loss
+
+    @torch.no_grad()
+    def set_standardization(self, x_mean, x_std, y_mean, y_std) -> None:
+        """Store the training split's statistics. A model without bias is only scaled (by the root mean square),
+        not centred: centring would give it an intercept after all."""
+        if self.hparams.bias:
+            self.x_mean.copy_(x_mean)
+            self.y_mean.copy_(y_mean)
+        else:
+            x_std, y_std = torch.hypot(x_std, x_mean), torch.hypot(y_std, y_mean)
+        self.x_std.copy_(x_std)
+        self.y_std.copy_(y_std)
+
+    @torch.no_grad()
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The linear model's weight (1, features) and bias (1,) in the data's own units.
+
+        Inside, ``(y - my) / sy = w' (x - mx) / sx + b'``, so ``w = sy w' / sx`` and ``b = sy (b' - w' mx / sx) + my``.
+        """
+        weight, bias = self.net.weight.detach(), self.net.bias
+        bias = None if bias is None else bias.detach()
+        if not self.hparams.standardize:
+            return weight.clone(), None if bias is None else bias.clone()
+        per_x = weight / self.x_std
+        bias = None if bias is None else (bias - per_x @ self.x_mean) * self.y_std + self.y_mean
+        return per_x * self.y_std, bias
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
-            raise ConfigError("no optimizer given: choose one with optimizer=sgd, momentum or adam")
+            raise ConfigError("no optimizer given: choose one with optimizer=sgd, momentum, adam or lbfgs")
         return self.optimizer_factory(self.parameters())
 
     def flat_parameters(self) -> torch.Tensor:
-        """A copy of every parameter in one vector (torch.cat copies), safe to keep across updates."""
-        return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
+        """A copy of every parameter in one vector (torch.cat copies), safe to keep across updates; a linear
+        model's in the data's own units."""
+        parameters = [p for p in self.coefficients() if p is not None] if self.is_linear else self.parameters()
+        return torch.cat([p.detach().reshape(-1) for p in parameters])
 
     def on_train_start(self) -> None:
         if self.is_linear and not self.path:
@@ -107,23 +160,29 @@ class Regressor(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        log_now = self._log_this_step()
+        # L-BFGS evaluates this step's closure several times: count and log only its first evaluation
+        step = (self.global_step, batch_idx)
+        first, self._evaluated_step = self._evaluated_step != step, step
+        log_now = first and self._log_this_step()
         if log_now:  # the parameters this step starts from, copied before the update changes them
             before = self._parameter_scalars()
             if self.is_linear and self.global_step > 0:
                 self.path.append(self.flat_parameters())
+        # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         if self.automatic_optimization:
-            loss = F.mse_loss(self(x), y)
+            loss = F.mse_loss(self.net(self.scaled(x)), self.scaled_target(y))
         else:
             loss = self._analytic_step(x, y)
-        self._cost_sum += loss.detach() * len(x)
-        self._seen += len(x)
+        cost = self.in_target_units(loss.detach())
+        if first:
+            self._cost_sum += cost * len(x)
+            self._seen += len(x)
         if log_now:
-            self.log_dict({"train/loss": loss.detach(), **before}, on_step=True, on_epoch=False)
+            self.log_dict({"train/loss": cost, **before}, on_step=True, on_epoch=False)
         return loss
 
     def _analytic_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        linear = self.net
+        linear, x, y = self.net, self.scaled(x), self.scaled_target(y)
         with torch.no_grad():
             residual = linear(x) - y
             scale = 2.0 / residual.numel()
@@ -156,7 +215,13 @@ class Regressor(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/loss", F.mse_loss(self(x), y), batch_size=len(x), prog_bar=True, sync_dist=True)
+        prediction = self(x)
+        self.log("val/loss", F.mse_loss(prediction, y), batch_size=len(x), prog_bar=True, sync_dist=True)
+        self.val_metrics.update(prediction, y)
+        self.log_dict(self.val_metrics, batch_size=len(x))
+        if batch_idx or len(x) > 1:  # R² needs two samples: a one-sample split has none (every rank alike)
+            self.val_r2.update(prediction, y)
+            self.log("val/r2", self.val_r2, batch_size=len(x))
 
     def _log_this_step(self) -> bool:
         every = self.trainer.log_every_n_steps
@@ -175,7 +240,7 @@ class Regressor(L.LightningModule):
         if not self.is_linear or self.net.weight.numel() > 16:
             return {}
         scalars = {}
-        for short, p in (("w", self.net.weight), ("b", self.net.bias)):
+        for short, p in zip("wb", self.coefficients()):
             if p is None:
                 continue
             flat = p.detach().reshape(-1).clone()

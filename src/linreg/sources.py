@@ -1,16 +1,13 @@
-"""Where the (x, y) tensors come from: the seed's three points, generated sets, or a CSV file.
+"""Where the (x, y) tensors come from: the seed's three points, generated sets, or a CSV or Parquet file.
 
 Each source returns float32 tensors ``x`` of shape (n, features) and ``y`` of shape (n, 1).
 """
 
 from __future__ import annotations
 
-import csv
-import math
-from pathlib import Path
-
 import torch
 
+from linreg import tables
 from linreg.errors import ConfigError
 
 
@@ -52,48 +49,8 @@ def nonlinear(samples: int, curve: str, low: float, high: float, noise: float, s
 
 
 def from_csv(path: str, feature_columns: list[str], target_column: str):
-    """Read a numeric CSV with a header row; every bad cell is reported with its file, line and column."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
-    with file.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise ConfigError(f"{file}: the file is empty; it needs a header row and at least one data row")
-        header = [name.strip() for name in header]
-        wanted = list(feature_columns) + [target_column]
-        missing = [name for name in wanted if name not in header]
-        if missing:
-            raise ConfigError(
-                f"{file}: column(s) {missing} not in the header {header}; "
-                "set data.feature_columns and data.target_column to existing columns"
-            )
-        index = [header.index(name) for name in wanted]
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ConfigError(
-                    f"{file}, line {line}: {len(row)} fields where the header has {len(header)}"
-                )
-            values = []
-            for name, i in zip(wanted, index):
-                try:
-                    value = float(row[i])
-                except ValueError:
-                    raise ConfigError(
-                        f"{file}, line {line}, column {name!r}: {row[i]!r} is not a number"
-                    ) from None
-                if not math.isfinite(value):
-                    raise ConfigError(
-                        f"{file}, line {line}, column {name!r}: {row[i]!r} is not a finite number"
-                    )
-                values.append(value)
-            rows.append(values)
-    if not rows:
-        raise ConfigError(f"{file}: no data rows under the header")
-    table = torch.tensor(rows, dtype=torch.float32)
-    return table[:, :-1], table[:, -1:]
+    """Read a CSV file with a header row (or a Parquet file); every bad cell is reported with its file, line and
+    column. Reading goes through pyarrow (linreg.tables)."""
+    features, target = tables.check_columns(feature_columns, target_column), str(target_column)
+    table = tables.read(path, [*features, target])
+    return tables.to_tensor(table, features), tables.to_tensor(table, [target])

@@ -22,9 +22,10 @@ from linreg.errors import ConfigError
 
 MULTIRUN = Path("outputs") / "multirun"
 CURVE_TAGS = ("train/cost", "train/loss")  # per epoch, else per logged step
-METRICS = ("status", "excess_loss", "final_loss", "steps", "wall_time_s", "prediction")
+METRICS = ("status", "excess_loss", "val_loss", "final_loss", "steps", "wall_time_s", "prediction")
 MAX_GROUPS = 8  # a swept setting with more values than this does not split the figure's lines
 DPI = 100
+RUN_FOLDER = re.compile(r"\d\d-\d\d-\d\d_")  # a single run's folder: outputs/<date>/<time>_<name>
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Job:
         if key == "prediction":
             after = (self.summary.get("predictions") or {}).get("after") or [None]
             return number(after[0])
+        if key == "val_loss":  # the validation split's MSE, when the job had one
+            return number(((self.summary.get("metrics") or {}).get("val") or {}).get("mse"))
         return number(self.summary.get(key))
 
 
@@ -131,9 +134,20 @@ def load_jobs(sweep: Path) -> list[Job]:
         raise ConfigError(f"{sweep} is not a folder: give a sweep folder, e.g. outputs/multirun/<date>/<time>_<name>")
     folders = [p for p in sweep.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / "summary.json").exists())]
     if not folders:
-        if (sweep / "summary.json").exists():
+        if (sweep / "summary.json").exists() and (sweep.parent / "multirun.yaml").exists():
             raise ConfigError(f"{sweep} is one job's folder: give its sweep folder, {sweep.parent}")
+        if (sweep / "summary.json").exists():
+            raise ConfigError(
+                f"{sweep} is a single run, not a sweep: its result is {sweep / 'summary.json'} (and "
+                f"`tensorboard --logdir {sweep}`); report.py tabulates the jobs of a sweep (train.py -m), "
+                f"under {MULTIRUN}/"
+            )
         raise ConfigError(f"{sweep} holds no jobs: no sub-folder with .hydra/ or summary.json")
+    if not (sweep / "multirun.yaml").exists() and all(RUN_FOLDER.match(p.name) for p in folders):
+        raise ConfigError(
+            f"{sweep} holds separate single runs (train.py without -m), not a sweep: give a sweep folder under "
+            f"{MULTIRUN}/, or compare the runs with `tensorboard --logdir {sweep}`"
+        )
     jobs = [load_job(p) for p in folders]
     return sorted(jobs, key=lambda j: (j.number is None, j.number or 0, j.folder.name))
 
@@ -144,9 +158,18 @@ def swept_keys(jobs: list[Job]) -> list[str]:
     return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
+def rank_key(jobs: list[Job]) -> str:
+    """``val_loss`` when every completed job has a validation split (held-out data judges fairly), else
+    ``excess_loss`` (the training loss above the least-squares optimum)."""
+    done = [j for j in jobs if j.ok]
+    return "val_loss" if done and all(j.value("val_loss") is not None for j in done) else "excess_loss"
+
+
 def ranked(jobs: list[Job]) -> list[Job]:
-    """Completed jobs by excess loss, lowest first; then the diverged and failed ones, in job order."""
-    done = sorted((j for j in jobs if j.ok), key=lambda j: j.value("excess_loss"))
+    """Completed jobs by validation loss, or excess loss without one, lowest first; then the diverged and failed
+    ones, in job order."""
+    key = rank_key(jobs)
+    done = sorted((j for j in jobs if j.ok), key=lambda j: j.value(key))
     return done + [j for j in jobs if not j.ok]
 
 
@@ -221,7 +244,8 @@ def overview(jobs: list[Job], keys: list[str]) -> str:
         settings = ", ".join(f"{k}={_cell(best.overrides.get(k))}" for k in keys)
         name = best.folder.name if best.number is None else f"job {best.number}"
         line += f" Best: {name}" + (f" ({settings})" if settings else "")
-        line += f", excess loss {_cell(best.value('excess_loss'))}."
+        key = rank_key(jobs)
+        line += f", {key.replace('_', ' ')} {_cell(best.value(key))}."
     return line
 
 

@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from linreg import optimum, summary, validate
+from linreg import metrics, optimum, summary, validate
 from linreg.callbacks import Progress
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
@@ -67,7 +67,11 @@ def progress(trainer: L.Trainer) -> tuple[int, int]:
 def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     data = instantiate(cfg.data)
     data.setup("fit")
-    model = instantiate(cfg.model, in_features=data.num_features, optimizer=instantiate(cfg.optimizer))
+    model = instantiate(
+        cfg.model, in_features=data.num_features, standardize=data.standardize, optimizer=instantiate(cfg.optimizer)
+    )
+    if data.standardize:  # fitted on the training split only; the checkpoint keeps them with the weights
+        model.set_standardization(*data.standardization())
     callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Progress()]
     try:
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
@@ -171,8 +175,10 @@ def train(cfg: DictConfig) -> dict:
         "status": status,
         "final_loss": final_loss,
         "excess_loss": final_loss - best["loss"],
-        "weight": model.net.weight.detach().reshape(-1).tolist() if model.is_linear else None,
-        "bias": model.net.bias.detach().tolist() if model.is_linear and bias else None,
+        # in the data's own units, also when the model standardises its inputs
+        "weight": model.coefficients()[0].reshape(-1).tolist() if model.is_linear else None,
+        "bias": model.coefficients()[1].tolist() if model.is_linear and bias else None,
+        "metrics": metrics.by_split(model, data.splits(), dtype=next(model.parameters()).dtype),
         "predictions": {
             "x": prediction_rows(query),
             "before": before,
@@ -189,8 +195,9 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         summary.write(result, folder)
         draw_figures(model, data, folder, trainer.logger.experiment, cfg)
-        metrics = {k: result[k] for k in ("final_loss", "excess_loss") if math.isfinite(result[k])}
-        trainer.logger.log_hyperparams(summary.hparams(cfg), metrics)
+        scores = {k: result[k] for k in ("final_loss", "excess_loss")}
+        scores.update({f"val_{k}": v for k, v in result["metrics"].get("val", {}).items()})
+        trainer.logger.log_hyperparams(summary.hparams(cfg), {k: v for k, v in scores.items() if math.isfinite(v)})
         trainer.logger.finalize(status)
         print(summary.console_report(result, folder))
     if error is not None:

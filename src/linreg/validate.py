@@ -32,6 +32,8 @@ RULES = [
     ("data.features", lambda v: _whole(v, 1), "a whole number >= 1"),
     ("data.noise", lambda v: _number(v) and v >= 0, "a number >= 0"),
     ("data.val_fraction", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("data.test_fraction", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("data.standardize", lambda v: isinstance(v, bool), "true or false"),
     ("data.shuffle", lambda v: isinstance(v, bool), "true or false"),
     ("data.permute_on", lambda v: v in ("cpu", "device"), "cpu (the CPU run's order) or device (drawn on the GPU)"),
     ("model.depth", lambda v: _whole(v, 0), "a whole number >= 0"),
@@ -134,6 +136,32 @@ def _sweep_reruns_for_every_rank() -> bool:
     return in_multirun() and not str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
 
 
+def _check_full_batch_optimizer(cfg: DictConfig) -> None:
+    """L-BFGS needs the loss as a closure it can re-evaluate on the same whole set: no hand gradient, no mini-batches.
+
+    Under DDP each rank would search its line on its own share of the loss, so the ranks would part ways.
+    """
+    if not str(OmegaConf.select(cfg, "optimizer._target_", default="")).endswith("LBFGS"):
+        return
+    if OmegaConf.select(cfg, "model.gradient") == "analytic":
+        raise ConfigError(
+            "optimizer=lbfgs re-evaluates the loss through a closure, which model.gradient=analytic does not "
+            "provide: use model.gradient=autograd"
+        )
+    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+    if batch != "full":
+        raise ConfigError(
+            f"optimizer=lbfgs with data.batch_size={batch}: L-BFGS's line search needs the same whole set "
+            "at every step; use data.batch_size=full"
+        )
+    if (world_size(cfg) or 1) > 1:
+        raise ConfigError(
+            "optimizer=lbfgs runs on one device: each DDP rank would search on its own share; use trainer=cpu"
+        )
+    if "mixed" in str(OmegaConf.select(cfg, "trainer.precision")):  # Lightning's loss scaler cannot drive it
+        raise ConfigError("optimizer=lbfgs does not work with mixed precision: use trainer.precision=32-true or 64")
+
+
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad setting, its value and what is allowed."""
     for key, test, allowed in RULES:
@@ -144,6 +172,7 @@ def check(cfg: DictConfig) -> None:
         if not test(value):
             raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
     _trainer_settings(cfg)
+    _check_full_batch_optimizer(cfg)
     world, batch = world_size(cfg), OmegaConf.select(cfg, "data.batch_size", default=None)
     if world and _whole(batch, 1) and batch % world:
         raise indivisible_batch(batch, world)
