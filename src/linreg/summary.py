@@ -43,9 +43,15 @@ def write(summary: dict, folder: Path) -> Path:
     return path
 
 
+SHOWN = 8  # a longer vector is shown by its first and last few values; summary.json holds all of them
+
+
 def _numbers(values) -> str:
     if values is None:
         return "none"
+    if len(values) > SHOWN:
+        head, tail = values[: SHOWN // 2], values[-2:]
+        return f"{_numbers(head)[:-1]}, ..., {_numbers(tail)[1:]} ({len(values)} values)"
     return "[" + ", ".join(_numbers(v) if isinstance(v, list) else f"{v:.6g}" for v in values) + "]"
 
 
@@ -61,8 +67,12 @@ def console_report(summary: dict, folder: Path) -> str:
         f"weight {_numbers(summary['weight'])}  bias {_numbers(summary['bias'])}  "
         f"loss {summary['final_loss']:.6g}",
         f"{'optimum' if summary['weight'] is not None else 'best line (least squares)'}: "
-        f"weight {_numbers(opt['weight'])}  bias {_numbers(opt['bias'])}  loss {opt['loss']:.6g}  "
-        f"(gap {summary['excess_loss']:.3g})",
+        + (
+            f"weight {_numbers(opt['weight'])}  bias {_numbers(opt['bias'])}  loss {opt['loss']:.6g}  "
+            f"(gap {summary['excess_loss']:.3g})"
+            if opt is not None
+            else "not computed at this size"
+        ),
         f"run folder: {folder}",
         f"view it:    tensorboard --logdir {folder}",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -10,13 +11,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from linreg import optimum, summary, validate
-from linreg.callbacks import Progress
+from linreg import checkpoints, optimum, summary, validate
+from linreg.callbacks import DivergenceGuard, Progress, runaway, stability_advice
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
@@ -37,9 +38,27 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def prediction_inputs(values, features: int) -> torch.Tensor:
     """``predict.x`` as rows: a number stands for the same value in every feature."""
-    rows = [[float(v)] * features if isinstance(v, (int, float)) else [float(u) for u in v] for v in values]
+    rows = []
+    for v in values if isinstance(values, (list, tuple, ListConfig)) else [None]:
+        if _number(v):
+            rows.append([float(v)] * features)
+        elif isinstance(v, (list, tuple, ListConfig)) and len(v) == features and all(_number(u) for u in v):
+            rows.append([float(u) for u in v])
+        else:
+            rows = []
+            break
+    if not rows:
+        shown = OmegaConf.to_container(values) if isinstance(values, ListConfig) else values
+        raise ConfigError(
+            f"predict.x={shown!r} is not allowed: use a list of inputs, each a number (standing for every feature) "
+            f"or a row of {features} numbers, e.g. predict.x=[4.0]"
+        )
     return torch.tensor(rows)
 
 
@@ -63,15 +82,45 @@ def progress(trainer: L.Trainer) -> tuple[int, int]:
     return trainer.current_epoch, trainer.global_step
 
 
-def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
-    data = instantiate(cfg.data)
-    data.setup("fit")
-    model = instantiate(cfg.model, in_features=data.num_features, optimizer=instantiate(cfg.optimizer))
-    callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Progress()]
+def make(node: DictConfig, group: str, **kwargs):
+    """``instantiate(node)``, with what the constructor rejects as one line naming the group.
+
+    Hydra wraps every constructor's error in InstantiationException, with the real one as its cause: ours
+    (ConfigError) goes on as it is; torch's, Lightning's or a wrong key's is named with its group.
+    """
     try:
-        trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
-    except MisconfigurationException as error:  # Lightning's word on a trainer setting, without its traceback
-        raise ConfigError(f"trainer: {error}") from error
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{group}: {first}; check the {group}.* settings") from None
+
+
+def check_optimizer(cfg: DictConfig, model: Regressor) -> None:
+    """Build the optimizer once now, so options torch rejects (``+optimizer.betas=[2,3]``) are one line
+    before training rather than a traceback from inside it."""
+    try:
+        optimizer = model.configure_optimizers()
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"optimizer: {error}; check the optimizer.* settings") from None
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if not model.automatic_optimization and closure is not None and closure.default is inspect.Parameter.empty:
+        raise ConfigError(
+            f"model.gradient=analytic sets the gradient by hand for one step at a time, but "
+            f"{type(optimizer).__name__} needs a closure that re-evaluates the loss: use model.gradient=autograd, "
+            "or optimizer=sgd, momentum or adam"
+        )
+
+
+def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
+    data = make(cfg.data, "data")
+    data.setup("fit")
+    model = make(cfg.model, "model", in_features=data.num_features, optimizer=make(cfg.optimizer, "optimizer"))
+    check_optimizer(cfg, model)
+    callbacks = [*(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()), Progress()]
+    trainer = make(cfg.trainer, "trainer", logger=make(cfg.logger, "logger"), callbacks=callbacks)
     return data, model, trainer
 
 
@@ -96,11 +145,31 @@ def resumed(cfg: DictConfig) -> DictConfig:
             f"resume= continues a run as it was and takes no other settings ({', '.join(others)}); to change "
             f"them, give the settings with ckpt_path={checkpoint}"
         )
+    done = folder / "summary.json"
+    if done.is_file() and '"status": "completed"' in done.read_text():
+        raise ConfigError(
+            f"resume={cfg.resume}: that run already completed; there is nothing to continue. To train it further, "
+            f"give its settings with ckpt_path={checkpoint} and a larger trainer.max_epochs"
+        )
     previous = OmegaConf.load(saved)
     previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
+    try:
+        validate.check(previous)
+    except ConfigError as error:
+        raise ConfigError(f"resume={cfg.resume}: its config no longer validates: {error}") from None
     (Path(cfg.output_dir) / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(previous, Path(cfg.output_dir) / ".hydra" / "config.yaml")
     return previous
+
+
+def final_divergence(reason: str, cfg: DictConfig, data: RegressionData, model: Regressor) -> str:
+    """The one line of a run found diverged only once it ended."""
+    if model.is_linear:
+        optimizer = model.configure_optimizers()
+        advice = stability_advice(data.x_train, model.hparams.bias, optimizer, data.global_batch_size())
+    else:
+        advice = "lower optimizer.lr, e.g. by a factor of 10"
+    return f"training diverged by its end: {reason} with optimizer.lr={cfg.optimizer.lr:g}; {advice}"
 
 
 def start_run(cfg: DictConfig) -> Path:
@@ -139,15 +208,19 @@ def train(cfg: DictConfig) -> dict:
     folder = start_run(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     data, model, trainer = build(cfg)
-    if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
-        model.load_state_dict(torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
     query = prediction_inputs(cfg.predict.x, data.num_features)
+    if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
+        setting = "resume" if cfg.resume else "ckpt_path"
+        checkpoints.load_weights(model, checkpoints.read(cfg.ckpt_path, setting), cfg.ckpt_path, setting)
     before = predict(model, query)
+    start_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
+    for guard in (c for c in trainer.callbacks if isinstance(c, DivergenceGuard)):
+        guard.start_loss = start_loss  # a resumed run's checkpoint replaces it with the first run's
 
     status, error = "completed", None
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path, weights_only=True)
     except DivergedError as diverged:
         status, error = "diverged", diverged
     except SIGTERMException:
@@ -161,12 +234,23 @@ def train(cfg: DictConfig) -> dict:
     epochs, steps = progress(trainer)
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
+    if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
+        reason = runaway(final_loss, start_loss, cfg.divergence_bound)
+        if reason is None and not all(torch.isfinite(p).all() for p in model.parameters()):
+            reason = "the parameters are no longer finite"
+        if reason is not None:
+            status, error = "diverged", DivergedError(final_divergence(reason, cfg, data, model))
     best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
+    if best is None:
+        print(
+            f"optimum: not computed for {len(data.x_train)} samples x {data.num_features} features (a closed form "
+            f"costs too much above {optimum.EXACT_LIMIT} of both); excess_loss is null"
+        )
     result = {
         "experiment": cfg.name,
         "status": status,
         "final_loss": final_loss,
-        "excess_loss": final_loss - best["loss"],
+        "excess_loss": final_loss - best["loss"] if best else None,
         "weight": model.net.weight.detach().reshape(-1).tolist() if model.is_linear else None,
         "bias": model.net.bias.detach().tolist() if model.is_linear and bias else None,
         "predictions": {
@@ -185,7 +269,7 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         summary.write(result, folder)
         draw_figures(model, data, folder, trainer.logger.experiment)
-        metrics = {k: result[k] for k in ("final_loss", "excess_loss") if math.isfinite(result[k])}
+        metrics = {k: v for k in ("final_loss", "excess_loss") if (v := result[k]) is not None and math.isfinite(v)}
         trainer.logger.log_hyperparams(summary.hparams(cfg), metrics)
         trainer.logger.finalize(status)
         print(summary.console_report(result, folder))
