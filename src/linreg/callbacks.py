@@ -50,9 +50,9 @@ def stability_advice(x: torch.Tensor, bias: bool, optimizer: torch.optim.Optimiz
         why = f"{2 * (1 + momentum):g}/L, L: the MSE's largest curvature"
     else:
         stable = 2.0 * (1.0 + momentum) / optimum.sample_curvature(x, bias)
-        case = f"with batches of {batch_size}{heavy}, every step is sure to be stable only for lr < {stable:.4g}"
-        why = "from the largest curvature of one sample's loss; batch_size=full allows up to 2/L = " + (
-            f"{2.0 * (1.0 + momentum) / optimum.curvature(x, bias):.4g}"
+        case = f"with batches of {batch_size}{heavy}, the steepest single sample allows only lr < {stable:.4g}"
+        why = f"{2 * (1 + momentum):g}/its curvature; steps within it never grow; batch_size=full allows up to " + (
+            f"{2 * (1 + momentum):g}/L = {2.0 * (1.0 + momentum) / optimum.curvature(x, bias):.4g}"
         )
     return f"{case} ({why}); try optimizer.lr={stable / 4:.3g}{diagnosis}"
 

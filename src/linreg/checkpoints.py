@@ -6,6 +6,7 @@ checkpoints hold only tensors and plain values, so the restricted unpickler read
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -20,11 +21,15 @@ def read(path: str, setting: str = "ckpt_path") -> dict:
         raise ConfigError(f"{setting}={path}: no such file; use a run's checkpoints/last.ckpt or best.ckpt")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, garbage, or a pickle that asks for more than tensors and plain values
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except pickle.UnpicklingError:  # the restricted unpickler met something other than tensors and plain values
         raise ConfigError(
-            f"{setting}={path}: not a checkpoint of this project's model, or not a safe one "
-            f"({type(error).__name__}: {first})"
+            f"{setting}={path}: refused: it holds objects other than tensors and plain values, and loading those "
+            "could run code; only checkpoints written by scripts/train.py are read"
+        ) from None
+    except Exception as error:  # truncated or garbage
+        first = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]
+        raise ConfigError(
+            f"{setting}={path}: not a checkpoint of this project's model ({type(error).__name__}: {first})"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"{setting}={path}: not a checkpoint of this project's model (no state_dict in it)")
@@ -35,10 +40,12 @@ def load_weights(model: torch.nn.Module, checkpoint: dict, path: str, setting: s
     """Copy the checkpoint's weights into ``model``, naming the mismatch when it was another model or width."""
     try:
         model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
+    except RuntimeError:
+        keys = ("in_features", "depth", "hidden", "bias")
         saved = checkpoint.get("hyper_parameters", {})
-        shape = {k: saved.get(k) for k in ("in_features", "depth", "hidden", "bias") if k in saved}
+        theirs = ", ".join(f"{k}={saved[k]}" for k in keys if k in saved) or "unknown"
+        ours = ", ".join(f"{k}={model.hparams[k]}" for k in keys if k in getattr(model, "hparams", {}))
         raise ConfigError(
-            f"{setting}={path}: its model ({shape or 'unknown'}) does not fit this configuration's model and data "
-            f"({str(error).strip().splitlines()[0]}); use the settings it was trained with"
+            f"{setting}={path}: its model ({theirs}) does not fit this one ({ours}; in_features comes from the "
+            "data): use the data and model settings it was trained with"
         ) from None

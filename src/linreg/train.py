@@ -124,6 +124,14 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     return data, model, trainer
 
 
+def recorded_data(cfg: DictConfig) -> dict:
+    """The data settings as plain values, a CSV's path made absolute, to find the same data again later."""
+    options = OmegaConf.to_container(cfg.data, resolve=True)
+    if isinstance(options.get("path"), str):
+        options["path"] = str(Path(options["path"]).resolve())
+    return options
+
+
 def resumed(cfg: DictConfig) -> DictConfig:
     """The config of the run folder ``cfg.resume``, set to continue from its last checkpoint into this run's folder.
 
@@ -208,6 +216,7 @@ def train(cfg: DictConfig) -> dict:
     folder = start_run(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     data, model, trainer = build(cfg)
+    data.save_hyperparameters(recorded_data(cfg), logger=False)  # in every checkpoint: eval.py scores on it
     query = prediction_inputs(cfg.predict.x, data.num_features)
     if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
         setting = "resume" if cfg.resume else "ckpt_path"
