@@ -44,15 +44,16 @@ def stability_advice(x: torch.Tensor, bias: bool, optimizer: torch.optim.Optimiz
         return f"{name} has no closed-form stable range: lower optimizer.lr, e.g. by a factor of 10{diagnosis}"
     momentum = group.get("momentum", 0.0) or 0.0
     heavy = f" with momentum {momentum:g}" if momentum else ""
+    about = "" if optimum.exact_size(x, bias) else "about "  # L estimated by power iteration
     if batch_size >= len(x):
         stable = 2.0 * (1.0 + momentum) / optimum.curvature(x, bias)
-        case = f"full-batch gradient descent{heavy} on this data is stable only for lr < {stable:.4g}"
+        case = f"full-batch gradient descent{heavy} on this data is stable only for lr < {about}{stable:.4g}"
         why = f"{2 * (1 + momentum):g}/L, L: the MSE's largest curvature"
     else:
         stable = 2.0 * (1.0 + momentum) / optimum.sample_curvature(x, bias)
         case = f"with batches of {batch_size}{heavy}, the steepest single sample allows only lr < {stable:.4g}"
         why = f"{2 * (1 + momentum):g}/its curvature; steps within it never grow; batch_size=full allows up to " + (
-            f"{2 * (1 + momentum):g}/L = {2.0 * (1.0 + momentum) / optimum.curvature(x, bias):.4g}"
+            f"{2 * (1 + momentum):g}/L = {about}{2.0 * (1.0 + momentum) / optimum.curvature(x, bias):.4g}"
         )
     return f"{case} ({why}); try optimizer.lr={stable / 4:.3g}{diagnosis}"
 

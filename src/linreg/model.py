@@ -71,6 +71,12 @@ class Regressor(L.LightningModule):
     def is_linear(self) -> bool:
         return isinstance(self.net, nn.Linear)
 
+    @property
+    def keeps_path(self) -> bool:
+        """The path is drawn only for one weight (landscape.png); copies of a long weight vector at every
+        logged step would grow without bound."""
+        return self.is_linear and self.net.weight.numel() == 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -84,7 +90,7 @@ class Regressor(L.LightningModule):
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
     def on_train_start(self) -> None:
-        if self.is_linear and not self.path:
+        if self.keeps_path and not self.path:
             self.path.append(self.flat_parameters())
 
     def on_train_epoch_start(self) -> None:
@@ -106,7 +112,7 @@ class Regressor(L.LightningModule):
         log_now = self._log_this_step()
         if log_now:  # the parameters this step starts from, copied before the update changes them
             before = self._parameter_scalars()
-            if self.is_linear and self.global_step > 0:
+            if self.keeps_path and self.global_step > 0:
                 self.path.append(self.flat_parameters())
         if self.automatic_optimization:
             loss = F.mse_loss(self(x), y)
@@ -142,7 +148,7 @@ class Regressor(L.LightningModule):
         self.log("train/cost", self._cost_sum / self._seen, prog_bar=True, sync_dist=True)
 
     def on_train_end(self) -> None:
-        if self.is_linear:
+        if self.keeps_path:
             self.path.append(self.flat_parameters())
 
     def validation_step(self, batch, batch_idx):

@@ -2,9 +2,11 @@
 learning rates, all streamed in chunks and bounded in memory and time at any size.
 
 With ``A = [x, 1]`` (the column of ones only when there is a bias), the solution comes from the smaller of
-two float64 matrices: the normal equations ``A^T A theta = A^T y`` (d x d) when there are few features,
-or the samples' Gram matrix ``A A^T`` (N x N, the minimum-norm solution ``A^T (A A^T)^+ y``) when there
-are few samples. When both are above ``EXACT_LIMIT`` no closed form is computed at all.
+two float64 matrices: the normal equations ``A^T A theta = A^T y`` (d x d) when there are fewer features
+than samples, else the samples' Gram matrix ``A A^T`` (N x N, the minimum-norm solution
+``A^T (A A^T)^+ y``). Building it costs about ``2 N d min(N, d)`` operations; above ``EXACT_WORK`` (a few
+seconds) or ``EXACT_LIMIT`` no closed form is computed, and the largest curvature is estimated by power
+iteration on a sample of the rows instead.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import torch
 
 CHUNK = 65_536
-EXACT_LIMIT = 2_048  # the largest matrix solved exactly: 2048^2 float64 is 34 MB and about a second
-POWER_STEPS = 60  # power iterations for the largest curvature when no small matrix exists
+EXACT_LIMIT = 4_096  # the largest matrix solved exactly: 4096^2 float64 is 134 MB, a few seconds to solve
+EXACT_WORK = 1e11  # operations to build and solve it: a few seconds of float64 matrix products
+POWER_ROWS = 8_192  # rows the power iteration samples
+POWER_WORK = 5e9  # operations the power iteration may spend, at least three iterations
 
 
 def _chunks(x: torch.Tensor, y: torch.Tensor, chunk: int = CHUNK):
@@ -65,8 +69,10 @@ def _sample_gram(x: torch.Tensor, bias: bool) -> torch.Tensor:
 
 
 def exact_size(x: torch.Tensor, bias: bool) -> bool:
-    """Whether a closed form is affordable: few features or few samples."""
-    return min(x.shape[1] + int(bias), len(x)) <= EXACT_LIMIT
+    """Whether a closed form is affordable: few features or few samples, and not too much arithmetic."""
+    n, d = len(x), x.shape[1] + int(bias)
+    m = min(n, d)
+    return m <= EXACT_LIMIT and 2.0 * n * d * m + 4.0 * m**3 <= EXACT_WORK
 
 
 @torch.no_grad()
@@ -74,12 +80,12 @@ def least_squares(x: torch.Tensor, y: torch.Tensor, bias: bool) -> dict | None:
     """The weight, bias and loss of the best linear fit in float64, or None above the exact size."""
     if not exact_size(x, bias):
         return None
-    if x.shape[1] + int(bias) <= EXACT_LIMIT:
+    if x.shape[1] + int(bias) <= len(x):
         gram, moment = _normal_equations(x, y, bias)
-        theta = torch.linalg.lstsq(gram, moment, driver="gelsd").solution  # also fine when x is rank-deficient
+        theta = torch.linalg.lstsq(gram, moment, driver="gelsy").solution  # pivoted QR: fine when rank-deficient
         weight, b = theta[: x.shape[1]].T, (theta[x.shape[1]] if bias else None)
     else:  # more features than samples: theta = A^T alpha with (A A^T) alpha = y, the minimum-norm fit
-        alpha = torch.linalg.lstsq(_sample_gram(x, bias), y.double().cpu(), driver="gelsd").solution
+        alpha = torch.linalg.lstsq(_sample_gram(x, bias), y.double().cpu(), driver="gelsy").solution
         weight = torch.cat([alpha.T @ x[:, s : s + CHUNK].double().cpu() for s in range(0, x.shape[1], CHUNK)], 1)
         b = alpha.sum(0) if bias else None
 
@@ -98,19 +104,26 @@ def least_squares(x: torch.Tensor, y: torch.Tensor, bias: bool) -> dict | None:
 def curvature(x: torch.Tensor, bias: bool) -> float:
     """L = 2 * largest eigenvalue of A^T A / N: the MSE's largest curvature.
 
-    Exact from the smaller Gram matrix when one is small enough, else by power iteration on the data itself
-    (memory of one weight vector, time of ``POWER_STEPS`` passes); power iteration approaches L from below.
+    Exact from the smaller Gram matrix when that is affordable (``exact_size``), else estimated by power
+    iteration in float32 on up to ``POWER_ROWS`` rows drawn at random, within ``POWER_WORK`` operations.
     """
-    n = len(x)
-    if x.shape[1] + int(bias) <= EXACT_LIMIT:
-        return 2.0 * torch.linalg.eigvalsh(_normal_equations(x, x[:, :1], bias)[0] / n).max().item()
-    if n <= EXACT_LIMIT:
-        return 2.0 * torch.linalg.eigvalsh(_sample_gram(x, bias) / n).max().item()
-    v = torch.randn(x.shape[1] + int(bias), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    n, d = len(x), x.shape[1] + int(bias)
+    if exact_size(x, bias):
+        gram = _normal_equations(x, x[:, :1], bias)[0] if d <= n else _sample_gram(x, bias)
+        return 2.0 * torch.linalg.eigvalsh(gram / n).max().item()
+    generator = torch.Generator().manual_seed(0)
+    rows = x if n <= POWER_ROWS else x[torch.randperm(n, generator=generator)[:POWER_ROWS]]
+    rows = rows.float().cpu()
+    v = torch.randn(d, generator=generator)
+    steps = max(3, min(100, int(POWER_WORK / (4.0 * len(rows) * d))))
     estimate = 0.0
-    for _ in range(POWER_STEPS):
+    for _ in range(steps):
         v = v / v.norm()
-        w = sum(a.T @ (a @ v) for a in _rows(x, bias, _row_chunk(x))) / n
+        av = rows @ v[: x.shape[1]] + (v[-1] if bias else 0.0)
+        w = rows.T @ av
+        if bias:
+            w = torch.cat([w, av.sum().reshape(1)])
+        w /= len(rows)
         previous, estimate = estimate, float(v @ w)
         v = w
         if abs(estimate - previous) <= 1e-4 * estimate:
@@ -121,15 +134,20 @@ def curvature(x: torch.Tensor, bias: bool) -> float:
 @torch.no_grad()
 def sample_curvature(x: torch.Tensor, bias: bool) -> float:
     """2 * max_i |a_i|^2: the largest curvature of one sample's loss, the most any batch's loss can have."""
-    return 2.0 * max(a.square().sum(1).max().item() for a in _rows(x, bias, _row_chunk(x)))
+    chunk = _row_chunk(x)
+    largest = max(x[s : s + chunk].float().square().sum(1).max().item() for s in range(0, len(x), chunk))
+    return 2.0 * (largest + float(bias))
 
 
 @torch.no_grad()
 def scale_spread(x: torch.Tensor, bias: bool) -> float:
     """How far apart the columns' root-mean-square sizes are (largest / smallest non-zero; the bias column
     counts as 1): a large spread makes the MSE's valley long and narrow, hard for plain gradient descent."""
-    sums = sum(a.square().sum(0) for a in _rows(x, bias, _row_chunk(x)))
+    chunk = _row_chunk(x)
+    sums = sum(x[s : s + chunk].float().square().sum(0).double() for s in range(0, len(x), chunk))
     rms = (sums / len(x)).sqrt()
+    if bias:
+        rms = torch.cat([rms, torch.ones(1, dtype=rms.dtype)])
     rms = rms[rms > 0]
     return (rms.max() / rms.min()).item() if len(rms) else 1.0
 
