@@ -21,7 +21,10 @@ def read(path: str, setting: str = "ckpt_path") -> dict:
         raise ConfigError(f"{setting}={path}: no such file; use a run's checkpoints/last.ckpt or best.ckpt")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # the restricted unpickler met something other than tensors and plain values
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # not a pickle of ours at all, rather than one that asks for code
+            raise ConfigError(f"{setting}={path}: not a checkpoint of this project's model (no torch file)") from None
+        # the restricted unpickler met something other than tensors and plain values
         raise ConfigError(
             f"{setting}={path}: refused: it holds objects other than tensors and plain values, and loading those "
             "could run code; only checkpoints written by scripts/train.py are read"
