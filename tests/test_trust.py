@@ -351,6 +351,15 @@ def test_resumed_run_folder_is_named_after_its_experiment(tmp_path):
 
 
 @pytest.mark.slow
+def test_joblib_sweep_counts_its_jobs_and_fails_when_one_diverged(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the [sweep] extra")
+    done = script("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+experiment=sgd",
+                  "optimizer.lr=0.01,0.02,1.0", "trainer.max_epochs=3", QUIET, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "3 jobs: 2 completed, 1 diverged"
+
+
+@pytest.mark.slow
 def test_optuna_counts_a_diverged_trial_as_failed(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the [sweep] extra")
     common = ["-m", "hparams_search=optuna", "+experiment=sgd", "data.batch_size=choice(1)",

@@ -150,8 +150,3 @@ def scale_spread(x: torch.Tensor, bias: bool) -> float:
         rms = torch.cat([rms, torch.ones(1, dtype=rms.dtype)])
     rms = rms[rms > 0]
     return (rms.max() / rms.min()).item() if len(rms) else 1.0
-
-
-def max_stable_lr(x: torch.Tensor, bias: bool) -> float:
-    """2 / L: plain full-batch gradient descent on this set diverges for any learning rate above it."""
-    return 2.0 / curvature(x, bias)

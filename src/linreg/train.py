@@ -79,7 +79,8 @@ def progress(trainer: L.Trainer) -> tuple[int, int]:
     metrics = trainer.callback_metrics
     if "progress/steps" in metrics and trainer.global_step == 0:
         return int(metrics["progress/epochs"]), int(metrics["progress/steps"])
-    return trainer.current_epoch, trainer.global_step
+    # a run stopped in on_train_epoch_end (diverged) has processed that epoch, but current_epoch not yet counted it
+    return max(trainer.current_epoch, trainer.fit_loop.epoch_progress.current.processed), trainer.global_step
 
 
 def make(node: DictConfig, group: str, **kwargs):
