@@ -7,6 +7,7 @@ Kept light (standard library, omegaconf and hydra only): it is imported before a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -58,6 +59,13 @@ def remove_if_unused(folder: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def cannot_write(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free some space" if full else "make the place writable"
+    return f"cannot write {where}{error.strerror or error}; {fix}, or choose another output folder: hydra.run.dir=..."
+
+
 def run_reporting_errors(run, *args):
     """``run(*args)``; a user error becomes one line and an exit code, or None inside a multirun."""
     try:
@@ -66,16 +74,13 @@ def run_reporting_errors(run, *args):
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if isinstance(error, OSError):  # the disk is full, the folder is read-only...: the place, not the run
-            where = f"{error.filename}: " if error.filename else ""
-            message, code = f"cannot write {where}{error.strerror or error}; free some space or choose another " \
-                            "output folder with hydra.run.dir=...", 1
+            message, code = cannot_write(error), 1
         else:
             message, code = str(error), EXIT_CODES[type(error)]
         print(f"error: {message}", file=sys.stderr, flush=True)
         if in_multirun():
             return None
-        if code == 2:
-            remove_if_unused(_run_folder())
+        remove_if_unused(_run_folder())
         sys.exit(code)
     except SystemExit:
         if not in_multirun():
