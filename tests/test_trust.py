@@ -52,7 +52,16 @@ def test_runaway_names_non_finite_bound_and_growth():
     assert runaway(float("nan"), 1.0, 1e10) == "loss=nan"
     assert "divergence_bound" in runaway(2e10, 1.0, 1e10)
     assert "times its" in runaway(5000.0, 4.0, 1e10)
-    assert runaway(3000.0, 4.0, 1e10) is None and runaway(1e-9, 0.0, 1e10) is None
+    assert runaway(3000.0, 4.0, 1e10) is None
+    assert "times its 0 before" in runaway(1e-9, 0.0, 1e10)
+    assert runaway(1e-9, 0.0, 1e10, floor=1e-6) is None  # rounding noise around a start at the optimum
+
+
+def test_continuing_a_converged_run_is_not_mistaken_for_divergence(run_train):
+    first, folder = run_train(["+experiment=sgd"], "first")
+    assert first["final_loss"] < 1e-10
+    again, _ = run_train(["+experiment=sgd", "trainer.max_epochs=150", f"ckpt_path={folder}/checkpoints/last.ckpt"])
+    assert again["status"] == "completed" and again["steps"] == 450
 
 
 def test_blown_up_full_batch_run_is_diverged_not_completed(tmp_path):

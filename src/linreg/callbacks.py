@@ -18,15 +18,24 @@ from linreg.errors import DivergedError
 GROWTH = 1000.0  # a loss this many times its value before training has run away, whatever divergence_bound says
 
 
-def runaway(loss: float, start: float | None, bound: float) -> str | None:
-    """Why ``loss`` counts as diverged (non-finite, past ``bound``, or ``GROWTH`` times ``start``), or None."""
+def runaway(loss: float, start: float | None, bound: float, floor: float = 0.0) -> str | None:
+    """Why ``loss`` counts as diverged (non-finite, past ``bound``, or ``GROWTH`` times ``start``), or None.
+
+    ``floor`` keeps a start at the optimum (a loss of rounding noise) from making more noise look like growth.
+    """
     if not math.isfinite(loss):
         return f"loss={loss}"
     if loss > bound:
         return f"loss={loss:.4g} > divergence_bound={bound:g}"
-    if start is not None and loss > GROWTH * max(start, 1e-12):
-        return f"loss={loss:.4g} is {loss / max(start, 1e-12):.3g} times its {start:.4g} before training"
+    reference = max(start or 0.0, floor, 1e-30)
+    if start is not None and loss > GROWTH * reference:
+        return f"loss={loss:.4g} is {loss / reference:.3g} times its {start:.4g} before training"
     return None
+
+
+def growth_floor(y: torch.Tensor) -> float:
+    """A millionth of the loss of predicting 0: below it, a loss is at the optimum whatever its ratio."""
+    return 1e-6 * float(y.double().square().mean())
 
 
 def stability_advice(x: torch.Tensor, bias: bool, optimizer: torch.optim.Optimizer, batch_size: int) -> str:
@@ -71,6 +80,7 @@ class DivergenceGuard(L.Callback):
     def __init__(self, bound: float = 1e10):
         self.bound = bound
         self.start_loss: float | None = None  # the whole set's loss before training, kept in checkpoints
+        self.floor = 0.0
         self._sum, self._seen = 0.0, 0  # this epoch's summed loss (a device tensor once training runs)
 
     def state_dict(self) -> dict:
@@ -80,8 +90,9 @@ class DivergenceGuard(L.Callback):
         self.start_loss = state.get("start_loss")
 
     def on_train_start(self, trainer, pl_module) -> None:
+        x, y = trainer.datamodule.x_train, trainer.datamodule.y_train
+        self.floor = growth_floor(y)
         if self.start_loss is None:
-            x, y = trainer.datamodule.x_train, trainer.datamodule.y_train
             self.start_loss = optimum.mse(lambda xc: pl_module(xc.to(pl_module.device)).cpu(), x, y, pl_module.dtype)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -106,7 +117,7 @@ class DivergenceGuard(L.Callback):
         if not self._seen:
             return
         mean = float(self._sum / self._seen)
-        reason = runaway(mean, self.start_loss, self.bound)
+        reason = runaway(mean, self.start_loss, self.bound, self.floor)
         if reason is None and not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             reason = "the parameters are no longer finite"
         self._stop_if(reason and f"the epoch's mean {reason}", trainer, pl_module, mean)

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from linreg import checkpoints, optimum, summary, validate
-from linreg.callbacks import DivergenceGuard, Progress, runaway, stability_advice
+from linreg.callbacks import DivergenceGuard, Progress, growth_floor, runaway, stability_advice
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
@@ -245,7 +245,7 @@ def train(cfg: DictConfig) -> dict:
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
-        reason = runaway(final_loss, start_loss, cfg.divergence_bound)
+        reason = runaway(final_loss, start_loss, cfg.divergence_bound, growth_floor(data.y_train))
         if reason is None and not all(torch.isfinite(p).all() for p in model.parameters()):
             reason = "the parameters are no longer finite"
         if reason is not None:
