@@ -259,6 +259,7 @@ def test_bad_checkpoints_given_to_train_are_one_line(run_train, tmp_path, capsys
         "ckpt_path=missing.ckpt": "no such file",
         f"ckpt_path={folder}/checkpoints/last.ckpt data=synthetic data.features=3": "does not fit this one",
         f"ckpt_path={folder}/checkpoints/last.ckpt +experiment=deep_relu": "does not fit this one",
+        f"ckpt_path={folder}/checkpoints/last.ckpt +experiment=sgd optimizer=adam": "another optimizer",
     }
     for overrides, words in cases.items():
         args = [a if "/" in a or not a.startswith("ckpt_path=") else f"ckpt_path={tmp_path}/{a[10:]}"

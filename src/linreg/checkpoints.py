@@ -52,3 +52,18 @@ def load_weights(model: torch.nn.Module, checkpoint: dict, path: str, setting: s
             f"{setting}={path}: its model ({theirs}) does not fit this one ({ours}; in_features comes from the "
             "data): use the data and model settings it was trained with"
         ) from None
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer, checkpoint: dict, path: str, setting: str = "ckpt_path") -> None:
+    """The optimizer state Lightning will restore must be this optimizer's: another's (SGD's into Adam) loads
+    without complaint and fails at the first step."""
+    saved = checkpoint.get("optimizer_states") or []
+    if not saved:
+        return
+    theirs = set(saved[0]["param_groups"][0]) - {"params"}
+    ours = set(optimizer.param_groups[0]) - {"params"}
+    if theirs != ours:
+        raise ConfigError(
+            f"{setting}={path}: it was trained with another optimizer (settings {sorted(theirs)}) than this "
+            f"{type(optimizer).__name__} ({sorted(ours)}): use the optimizer it was trained with"
+        )

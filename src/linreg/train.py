@@ -221,7 +221,9 @@ def train(cfg: DictConfig) -> dict:
     query = prediction_inputs(cfg.predict.x, data.num_features)
     if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
         setting = "resume" if cfg.resume else "ckpt_path"
-        checkpoints.load_weights(model, checkpoints.read(cfg.ckpt_path, setting), cfg.ckpt_path, setting)
+        saved = checkpoints.read(cfg.ckpt_path, setting)
+        checkpoints.load_weights(model, saved, cfg.ckpt_path, setting)
+        checkpoints.check_optimizer(model.configure_optimizers(), saved, cfg.ckpt_path, setting)
     before = predict(model, query)
     start_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     for guard in (c for c in trainer.callbacks if isinstance(c, DivergenceGuard)):
