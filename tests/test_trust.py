@@ -142,6 +142,16 @@ def test_resuming_a_completed_run_says_so_and_trains_nothing(run_train, tmp_path
     assert not (tmp_path / "again" / "summary.json").exists()
 
 
+def test_resuming_a_diverged_run_is_refused(tmp_path):
+    run = ["+experiment=sgd", "optimizer.lr=1.0"]
+    with pytest.raises(DivergedError):
+        train(compose_config(run, tmp_path / "blown"))
+    (tmp_path / "blown" / ".hydra").mkdir()
+    OmegaConf.save(compose_config(run, tmp_path / "blown"), tmp_path / "blown" / ".hydra" / "config.yaml")
+    with pytest.raises(ConfigError, match="that run diverged"):
+        train(compose_config([f"resume={tmp_path / 'blown'}"], tmp_path / "again"))
+
+
 def test_a_resumed_config_that_no_longer_validates_is_one_line(run_train, tmp_path):
     run = ["+experiment=sgd", "trainer.max_epochs=3"]
     _, folder = run_train(run, "old")

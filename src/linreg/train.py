@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import time
@@ -155,10 +156,16 @@ def resumed(cfg: DictConfig) -> DictConfig:
             f"them, give the settings with ckpt_path={checkpoint}"
         )
     done = folder / "summary.json"
-    if done.is_file() and '"status": "completed"' in done.read_text():
+    status = json.loads(done.read_text()).get("status") if done.is_file() else None
+    if status == "completed":
         raise ConfigError(
             f"resume={cfg.resume}: that run already completed; there is nothing to continue. To train it further, "
             f"give its settings with ckpt_path={checkpoint} and a larger trainer.max_epochs"
+        )
+    if status == "diverged":
+        raise ConfigError(
+            f"resume={cfg.resume}: that run diverged, and its last state is the blown-up one; start it again "
+            "with a lower optimizer.lr (its error in summary.json suggests one)"
         )
     previous = OmegaConf.load(saved)
     previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
