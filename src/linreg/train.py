@@ -97,16 +97,16 @@ def make(node: DictConfig, group: str, **kwargs):
         if isinstance(cause, ConfigError):
             raise cause from None
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"{group}: {first}; check the {group}.* settings") from None
+        raise ConfigError(f"{group}: {first}; check the {group}.* settings") from cause  # HYDRA_FULL_ERROR shows it
 
 
-def check_optimizer(cfg: DictConfig, model: Regressor) -> None:
+def try_optimizer(model: Regressor) -> None:
     """Build the optimizer once now, so options torch rejects (``+optimizer.betas=[2,3]``) are one line
     before training rather than a traceback from inside it."""
     try:
         optimizer = model.configure_optimizers()
     except (ValueError, TypeError, RuntimeError) as error:
-        raise ConfigError(f"optimizer: {error}; check the optimizer.* settings") from None
+        raise ConfigError(f"optimizer: {error}; check the optimizer.* settings") from error
     closure = inspect.signature(optimizer.step).parameters.get("closure")
     if not model.automatic_optimization and closure is not None and closure.default is inspect.Parameter.empty:
         raise ConfigError(
@@ -120,7 +120,7 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     data = make(cfg.data, "data")
     data.setup("fit")
     model = make(cfg.model, "model", in_features=data.num_features, optimizer=make(cfg.optimizer, "optimizer"))
-    check_optimizer(cfg, model)
+    try_optimizer(model)
     callbacks = [*(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()), Progress()]
     trainer = make(cfg.trainer, "trainer", logger=make(cfg.logger, "logger"), callbacks=callbacks)
     return data, model, trainer
