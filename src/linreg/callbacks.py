@@ -61,9 +61,10 @@ def stability_advice(x: torch.Tensor, bias: bool, optimizer: torch.optim.Optimiz
     else:
         stable = 2.0 * (1.0 + momentum) / optimum.sample_curvature(x, bias)
         case = f"with batches of {batch_size}{heavy}, the steepest single sample allows only lr < {stable:.4g}"
-        why = f"{2 * (1 + momentum):g}/its curvature; steps within it never grow; batch_size=full allows up to " + (
-            f"{2 * (1 + momentum):g}/L = {about}{2.0 * (1.0 + momentum) / optimum.curvature(x, bias):.4g}"
-        )
+        never = "" if momentum else "; steps within it never grow"
+        full = 2.0 * (1.0 + momentum) / optimum.curvature(x, bias)
+        why = f"{2 * (1 + momentum):g}/its curvature{never}; batch_size=full allows up to {2 * (1 + momentum):g}/L = "
+        why += f"{about}{full:.4g}"
     return f"{case} ({why}); try optimizer.lr={stable / 4:.3g}{diagnosis}"
 
 
@@ -118,9 +119,10 @@ class DivergenceGuard(L.Callback):
             return
         mean = float(self._sum / self._seen)
         reason = runaway(mean, self.start_loss, self.bound, self.floor)
+        reason = reason and f"the epoch's mean {reason}"
         if reason is None and not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             reason = "the parameters are no longer finite"
-        self._stop_if(reason and f"the epoch's mean {reason}", trainer, pl_module, mean)
+        self._stop_if(reason, trainer, pl_module, mean)
 
     def _stop_if(self, reason: str | None, trainer, pl_module, loss: float, log: bool = False) -> None:
         # under DDP each rank sees the loss of its own share: stop all of them when any one diverges, since a
