@@ -7,6 +7,7 @@ checkpoints hold only tensors and plain values, so the restricted unpickler read
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ def read(path: str, setting: str = "ckpt_path") -> dict:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{setting}={path}: no such file; use a run's checkpoints/last.ckpt or best.ckpt")
+    if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; anything else would reach the old unpickler
+        raise ConfigError(f"{setting}={path}: not a checkpoint of this project's model (not a file torch.save wrote)")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -64,6 +67,6 @@ def check_optimizer(optimizer: torch.optim.Optimizer, checkpoint: dict, path: st
     ours = set(optimizer.param_groups[0]) - {"params"}
     if theirs != ours:
         raise ConfigError(
-            f"{setting}={path}: it was trained with another optimizer (settings {sorted(theirs)}) than this "
-            f"{type(optimizer).__name__} ({sorted(ours)}): use the optimizer it was trained with"
+            f"{setting}={path}: it was trained with another optimizer than this {type(optimizer).__name__} "
+            f"(its settings {sorted(theirs - ours)} are not this one's): use the optimizer it was trained with"
         )

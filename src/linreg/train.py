@@ -96,8 +96,8 @@ def make(node: DictConfig, group: str, **kwargs):
         cause = error.__cause__ or error
         if isinstance(cause, ConfigError):
             raise cause from None
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"{group}: {first}; check the {group}.* settings") from cause  # HYDRA_FULL_ERROR shows it
+        said = " ".join(str(cause).split())[:400] or type(cause).__name__  # one line, however many it had
+        raise ConfigError(f"{group}: {said}; check the {group}.* settings") from cause  # HYDRA_FULL_ERROR shows it
 
 
 def try_optimizer(model: Regressor) -> None:
