@@ -318,6 +318,15 @@ def test_console_summarises_long_weight_vectors(run_train, capsys):
     assert len(result["weight"]) == 40  # summary.json keeps all of them
 
 
+def test_an_output_place_that_cannot_be_written_is_one_line(capsys):
+    from linreg.cli import _refuse_used
+
+    with pytest.raises(SystemExit) as stop:
+        _refuse_used(Path("/proc/linreg-run"), "hydra.run.dir")  # not writable, not even for root
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "hydra.run.dir=/proc/linreg-run: cannot write there" in lines[0]
+
+
 def test_sweep_tally_counts_jobs_by_status():
     assert tally({"0": "completed", "1": "diverged", "2": "completed"}) == "3 jobs: 2 completed, 1 diverged"
     assert tally({"0": "failed"}) == "1 job: 1 failed"
