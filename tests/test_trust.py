@@ -327,6 +327,24 @@ def test_an_output_place_that_cannot_be_written_is_one_line(capsys):
     assert stop.value.code == 2 and len(lines) == 1 and "hydra.run.dir=/proc/linreg-run: cannot write there" in lines[0]
 
 
+def test_only_a_run_folder_of_hydras_files_is_removed(tmp_path, monkeypatch):
+    from linreg.cli import remove_if_unused
+
+    refused_run, used, here = tmp_path / "refused", tmp_path / "used", tmp_path / "here"
+    for folder in (refused_run, used, here):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "train.log").write_text("")
+    (used / "summary.json").write_text("{}")
+    monkeypatch.chdir(here)
+    for folder in (refused_run, used, here):
+        remove_if_unused(folder)
+    assert not refused_run.exists() and used.is_dir() and here.is_dir()  # never the folder the user stands in
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    remove_if_unused(empty)  # no .hydra: not a folder Hydra made for a run (eval.py runs in the current one)
+    assert empty.is_dir()
+
+
 def test_sweep_tally_counts_jobs_by_status():
     assert tally({"0": "completed", "1": "diverged", "2": "completed"}) == "3 jobs: 2 completed, 1 diverged"
     assert tally({"0": "failed"}) == "1 job: 1 failed"

@@ -55,7 +55,12 @@ def _run_folder() -> Path | None:
 def remove_if_unused(folder: Path | None) -> None:
     """Remove a run folder that holds nothing but what Hydra wrote before the run was refused. RunFolderGuard
     made sure the folder was new, so nothing in it belongs to another run."""
-    if folder is not None and folder.is_dir() and {p.name for p in folder.iterdir()} <= HYDRA_FILES:
+    if folder is None or not (folder / ".hydra").is_dir():  # not a run folder Hydra made (eval.py writes none)
+        return
+    here = Path.cwd().resolve()
+    if folder.resolve() in (here, *here.parents):  # hydra.run.dir=. : never remove where the user stands
+        return
+    if {p.name for p in folder.iterdir()} <= HYDRA_FILES:
         shutil.rmtree(folder, ignore_errors=True)
 
 
