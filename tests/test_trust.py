@@ -96,6 +96,14 @@ def test_without_the_guard_the_end_of_training_still_tells_the_truth(tmp_path):
     assert result["status"] == "diverged" and result["steps"] == 300
 
 
+def test_a_short_run_that_ends_far_above_its_start_is_diverged(tmp_path):
+    run = ["data=synthetic", "data.features=5000", "data.samples=128", "trainer.max_epochs=3", "optimizer.lr=0.01"]
+    with pytest.raises(DivergedError, match=r"diverged by its end: loss=.* times its .* before training") as error:
+        train(compose_config(run, tmp_path))
+    assert "with batches of 32" in str(error.value)
+    assert read_summary(tmp_path)["status"] == "diverged"
+
+
 def test_adam_hint_does_not_claim_the_gradient_descent_bound(tmp_path):
     with pytest.raises(DivergedError, match="Adam has no closed-form stable range") as error:
         train(compose_config(["+experiment=sgd", "optimizer=adam", "optimizer.lr=1e6"], tmp_path))

@@ -16,10 +16,11 @@ from linreg import optimum
 from linreg.errors import DivergedError
 
 GROWTH = 1000.0  # a loss this many times its value before training has run away, whatever divergence_bound says
+END_GROWTH = 10.0  # a run that ends this far above where it started did not train, however short it was
 
 
-def runaway(loss: float, start: float | None, bound: float, floor: float = 0.0) -> str | None:
-    """Why ``loss`` counts as diverged (non-finite, past ``bound``, or ``GROWTH`` times ``start``), or None.
+def runaway(loss: float, start: float | None, bound: float, floor: float = 0.0, growth: float = GROWTH) -> str | None:
+    """Why ``loss`` counts as diverged (non-finite, past ``bound``, or ``growth`` times ``start``), or None.
 
     ``floor`` keeps a start at the optimum (a loss of rounding noise) from making more noise look like growth.
     """
@@ -28,7 +29,7 @@ def runaway(loss: float, start: float | None, bound: float, floor: float = 0.0) 
     if loss > bound:
         return f"loss={loss:.4g} > divergence_bound={bound:g}"
     reference = max(start or 0.0, floor, 1e-30)
-    if start is not None and loss > GROWTH * reference:
+    if start is not None and loss > growth * reference:
         return f"loss={loss:.4g} is {loss / reference:.3g} times its {start:.4g} before training"
     return None
 

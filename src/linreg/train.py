@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from linreg import checkpoints, optimum, summary, validate
-from linreg.callbacks import DivergenceGuard, Progress, growth_floor, runaway, stability_advice
+from linreg.callbacks import END_GROWTH, DivergenceGuard, Progress, growth_floor, runaway, stability_advice
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
@@ -254,16 +254,16 @@ def train(cfg: DictConfig) -> dict:
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
-        reason = runaway(final_loss, start_loss, cfg.divergence_bound, growth_floor(data.y_train))
+        reason = runaway(final_loss, start_loss, cfg.divergence_bound, growth_floor(data.y_train), END_GROWTH)
         if reason is None and not all(torch.isfinite(p).all() for p in model.parameters()):
             reason = "the parameters are no longer finite"
         if reason is not None:
             status, error = "diverged", DivergedError(final_divergence(reason, cfg, data, model))
     best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
-    if best is None:
+    if best is None and trainer.is_global_zero:
         print(
             f"optimum: not computed for {len(data.x_train)} samples x {data.num_features} features (a closed form "
-            f"costs too much above {optimum.EXACT_LIMIT} of both); excess_loss is null"
+            "would take more than a few seconds at this size); excess_loss is null"
         )
     result = {
         "experiment": cfg.name,
