@@ -172,7 +172,8 @@ class RunFolderGuard(Callback):
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         """Optuna asks for its best trial right after the last one, and fails with a traceback when none
         completed: say so before that, in one line."""
-        if not _optuna(config):
+        in_process = "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        if not _optuna(config) or not in_process:  # other launchers run jobs elsewhere, each seeing only its own
             return
         value = getattr(job_return, "_return_value", None)
         self.completed += isinstance(value, float) and value == value
