@@ -160,6 +160,15 @@ def test_resuming_a_diverged_run_is_refused(tmp_path):
         train(compose_config([f"resume={tmp_path / 'blown'}"], tmp_path / "again"))
 
 
+def test_a_resumed_config_that_cannot_be_read_is_one_line(run_train, tmp_path):
+    _, folder = run_train(["+experiment=sgd", "trainer.max_epochs=2"], "old")
+    (folder / "summary.json").unlink()
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"resume=.*config.yaml cannot be read"):
+        train(compose_config([f"resume={folder}"], tmp_path / "again"))
+
+
 def test_a_resumed_config_that_no_longer_validates_is_one_line(run_train, tmp_path):
     run = ["+experiment=sgd", "trainer.max_epochs=3"]
     _, folder = run_train(run, "old")
@@ -269,12 +278,15 @@ def test_lightning_itself_loads_our_checkpoints_weights_only(run_train, tmp_path
 def test_bad_checkpoints_given_to_train_are_one_line(run_train, tmp_path, capsys):
     _, folder = run_train(["+experiment=sgd", "trainer.max_epochs=2"], "source")
     good = (folder / "checkpoints" / "last.ckpt").read_bytes()
+    weights = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.save({k: weights[k] for k in ("state_dict", "hyper_parameters")}, tmp_path / "weights.ckpt")
     (tmp_path / "truncated.ckpt").write_bytes(good[: len(good) // 3])
     (tmp_path / "garbage.ckpt").write_text("not a checkpoint")
     cases = {
         "ckpt_path=truncated.ckpt": "not a checkpoint of this project's model",
         "ckpt_path=garbage.ckpt": "not a checkpoint of this project's model",
         "ckpt_path=missing.ckpt": "no such file",
+        "ckpt_path=weights.ckpt +experiment=sgd": "holds the weights but not the training state",
         f"ckpt_path={folder}/checkpoints/last.ckpt data=synthetic data.features=3": "does not fit this one",
         f"ckpt_path={folder}/checkpoints/last.ckpt +experiment=deep_relu": "does not fit this one",
         f"ckpt_path={folder}/checkpoints/last.ckpt +experiment=sgd optimizer=adam": "another optimizer",

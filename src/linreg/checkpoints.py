@@ -58,9 +58,15 @@ def load_weights(model: torch.nn.Module, checkpoint: dict, path: str, setting: s
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer, checkpoint: dict, path: str, setting: str = "ckpt_path") -> None:
-    """The optimizer state Lightning will restore must be this optimizer's: another's (SGD's into Adam) loads
-    without complaint and fails at the first step."""
-    saved = checkpoint.get("optimizer_states") or []
+    """Lightning continues from the checkpoint's training state, so it must hold one, of this optimizer:
+    another's (SGD's into Adam) loads without complaint and fails at the first step."""
+    missing = sorted({"optimizer_states", "loops", "global_step"} - set(checkpoint))
+    if missing:
+        raise ConfigError(
+            f"{setting}={path}: it holds the weights but not the training state ({', '.join(missing)}) that "
+            "Lightning continues from; use a run's checkpoints/last.ckpt"
+        )
+    saved = checkpoint["optimizer_states"]
     if not saved:
         return
     theirs = set(saved[0]["param_groups"][0]) - {"params"}

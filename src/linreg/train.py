@@ -167,7 +167,10 @@ def resumed(cfg: DictConfig) -> DictConfig:
             f"resume={cfg.resume}: that run diverged, and its last state is the blown-up one; start it again "
             "with a lower optimizer.lr (its error in summary.json suggests one)"
         )
-    previous = OmegaConf.load(saved)
+    try:
+        previous = OmegaConf.load(saved)
+    except Exception as error:  # a yaml or OmegaConf error: the file was edited or cut off
+        raise ConfigError(f"resume={cfg.resume}: its .hydra/config.yaml cannot be read ({error})") from error
     previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
     try:
         validate.check(previous)
