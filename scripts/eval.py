@@ -1,11 +1,15 @@
 """Evaluate a checkpoint: `python scripts/eval.py ckpt_path=<run>/checkpoints/last.ckpt predict.x=[4.0]`."""
 
-import json
+from linreg.cli import exit_quietly_on_ctrl_c
 
-import hydra
-from omegaconf import DictConfig
+exit_quietly_on_ctrl_c()  # first: Ctrl-C during the imports below is one line, not a traceback
 
-from linreg.cli import run_reporting_errors
+import json  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from linreg.cli import run_reporting_errors  # noqa: E402
 
 
 def run(cfg: DictConfig) -> dict:

@@ -1,13 +1,17 @@
 """Train a linear model as configured under conf/: `python scripts/train.py +experiment=sgd`."""
 
-import sys
+from linreg.cli import exit_quietly_on_ctrl_c
 
-import hydra
-from omegaconf import DictConfig
+exit_quietly_on_ctrl_c()  # first: Ctrl-C during the imports below is one line, not a traceback
 
-from linreg.cli import run_reporting_errors
-from linreg.resolvers import note_fixed_overrides, register
-from linreg.validate import check
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from linreg.cli import run_reporting_errors  # noqa: E402
+from linreg.resolvers import note_fixed_overrides, register  # noqa: E402
+from linreg.validate import check  # noqa: E402
 
 register()
 note_fixed_overrides(sys.argv[1:])
@@ -29,10 +33,15 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    """Returns the excess loss over the least-squares optimum: the objective for hyper-parameter search."""
+def main(cfg: DictConfig) -> float | None:
+    """Returns the excess loss over the least-squares optimum (the final loss where no optimum was computed):
+    the objective of a hyper-parameter search. A run that did not complete returns None, which Optuna
+    counts as a failed trial, never as a value that could win."""
     result = run_reporting_errors(run, cfg)
-    return float("inf") if result is None or result.get("excess_loss") is None else result["excess_loss"]
+    if result is None or result.get("status", "completed") != "completed":
+        return None
+    value = result.get("excess_loss")
+    return float(result["final_loss"] if value is None else value)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Lightning callbacks of our own: divergence, Ctrl-C or SIGTERM mid-run, and progress under ddp_spawn."""
+"""Lightning callbacks of our own: divergence, the last checkpoint, Ctrl-C or SIGTERM mid-run, and progress
+under ddp_spawn."""
 
 from __future__ import annotations
 
@@ -14,56 +15,175 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from linreg import optimum
 from linreg.errors import DivergedError
 
+GROWTH = 1000.0  # a loss this many times its value before training has run away, whatever divergence_bound says
+END_GROWTH = 10.0  # a run that ends this far above where it started did not train, however short it was
+
+
+def runaway(loss: float, start: float | None, bound: float, floor: float = 0.0, growth: float = GROWTH) -> str | None:
+    """Why ``loss`` counts as diverged (non-finite, past ``bound``, or ``growth`` times ``start``), or None.
+
+    ``floor`` keeps a start at the optimum (a loss of rounding noise) from making more noise look like growth.
+    """
+    if not math.isfinite(loss):
+        return f"loss={loss}"
+    if loss > bound:
+        return f"loss={loss:.4g} > divergence_bound={bound:g}"
+    reference = max(start or 0.0, floor, 1e-30)
+    if start is not None and loss > growth * reference:
+        return f"loss={loss:.4g} is {loss / reference:.3g} times its {start:.4g} before training"
+    return None
+
+
+def growth_floor(y: torch.Tensor) -> float:
+    """A millionth of the loss of predicting 0: below it, a loss is at the optimum whatever its ratio."""
+    return 1e-6 * float(y.double().square().mean())
+
+
+def stability_advice(x: torch.Tensor, bias: bool, optimizer: torch.optim.Optimizer, batch_size: int) -> str:
+    """What learning rate is stable for the optimiser and batch size that ran, saying which case it covers,
+    and whether the features' scales make plain gradient descent hopeless."""
+    group, name = optimizer.param_groups[0], type(optimizer).__name__
+    spread = optimum.scale_spread(x, bias)
+    diagnosis = (
+        f"; the features' sizes differ by a factor of {spread:.3g}, so any lr small enough for the largest "
+        "crawls along the smallest: use data.standardize=true (or optimizer=lbfgs)"
+        if spread > 30
+        else ""
+    )
+    if name != "SGD" or group.get("nesterov"):
+        return f"{name} has no closed-form stable range: lower optimizer.lr, e.g. by a factor of 10{diagnosis}"
+    momentum = group.get("momentum", 0.0) or 0.0
+    heavy = f" with momentum {momentum:g}" if momentum else ""
+    about = "" if optimum.exact_size(x, bias) else "about "  # L estimated by power iteration
+    if batch_size >= len(x):
+        stable = 2.0 * (1.0 + momentum) / optimum.curvature(x, bias)
+        case = f"full-batch gradient descent{heavy} on this data is stable only for lr < {about}{stable:.4g}"
+        why = f"{2 * (1 + momentum):g}/L, L: the MSE's largest curvature"
+    else:
+        stable = 2.0 * (1.0 + momentum) / optimum.sample_curvature(x, bias)
+        case = f"with batches of {batch_size}{heavy}, the steepest single sample allows only lr < {stable:.4g}"
+        never = "" if momentum else "; steps within it never grow"
+        full = 2.0 * (1.0 + momentum) / optimum.curvature(x, bias)
+        why = f"{2 * (1 + momentum):g}/its curvature{never}; batch_size=full allows up to {2 * (1 + momentum):g}/L = "
+        why += f"{about}{full:.4g}"
+    return f"{case} ({why}); try optimizer.lr={stable / 4:.3g}{diagnosis}"
+
 
 class DivergenceGuard(L.Callback):
-    """Stops the run at the first logged step whose loss is NaN, infinite or above ``bound``.
+    """Stops the run as soon as its loss or parameters are non-finite, past ``bound``, or ``GROWTH`` times the
+    loss before training, and says which learning rate is stable.
 
-    Lightning's EarlyStopping can watch for non-finite values too, but only at epoch ends and without
-    saying why; this checks every ``log_every_n_steps`` steps (each check is one host sync) and names the
-    learning rate together with the largest stable one for plain gradient descent on this data.
+    Checked at every logged step (every ``log_every_n_steps``, the step's loss), at every epoch end (the
+    epoch's mean loss and the parameters) and when training ends; train() checks the final loss once more.
+    Each check is one host sync; between them the epoch's loss is summed on the device. Lightning's
+    EarlyStopping watches for non-finite values too, but only stops, without a status or a reason.
     """
 
     def __init__(self, bound: float = 1e10):
         self.bound = bound
+        self.start_loss: float | None = None  # the whole set's loss before training, kept in checkpoints
+        self.floor = 0.0
+        self._sum, self._seen = 0.0, 0  # this epoch's summed loss (a device tensor once training runs)
+
+    def state_dict(self) -> dict:
+        return {"start_loss": self.start_loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start_loss = state.get("start_loss")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        x, y = trainer.datamodule.x_train, trainer.datamodule.y_train
+        self.floor = growth_floor(y)
+        if self.start_loss is None:
+            self.start_loss = optimum.mse(lambda xc: pl_module(xc.to(pl_module.device)).cpu(), x, y, pl_module.dtype)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._sum, self._seen = 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        self._sum = self._sum + loss.float() * len(batch[0])
+        self._seen += len(batch[0])
         every = trainer.log_every_n_steps or 1
-        if trainer.global_step % every:
+        if trainer.global_step % every == 0:
+            value = float(loss)
+            self._stop_if(runaway(value, None, self.bound), trainer, pl_module, value, log=True)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check_epoch(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._check_epoch(trainer, pl_module)
+
+    def _check_epoch(self, trainer, pl_module) -> None:
+        if not self._seen:
             return
-        loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
-        bad = not (math.isfinite(loss) and loss <= self.bound)
+        mean = float(self._sum / self._seen)
+        reason = runaway(mean, self.start_loss, self.bound, self.floor)
+        reason = reason and f"the epoch's mean {reason}"
+        if reason is None and not all(torch.isfinite(p).all() for p in pl_module.parameters()):
+            reason = "the parameters are no longer finite"
+        self._stop_if(reason, trainer, pl_module, mean)
+
+    def _stop_if(self, reason: str | None, trainer, pl_module, loss: float, log: bool = False) -> None:
         # under DDP each rank sees the loss of its own share: stop all of them when any one diverges, since a
         # rank that raises alone leaves the others waiting in the next all-reduce
-        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+        if not trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
             return
-        for logger in trainer.loggers:  # the step that blew up, which Lightning would not get to write
+        for logger in trainer.loggers if log else ():  # the step that blew up, which Lightning would not write
             logger.log_metrics({"train/loss": loss}, step=trainer.global_step - 1)
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        data = trainer.datamodule
-        if pl_module.is_linear:
-            stable = optimum.max_stable_lr(data.x_train, bias=pl_module.hparams.bias)
-            advice = (
-                f"plain gradient descent on this data is stable only for lr < 2/L = {stable:.4g} "
-                f"(L: the MSE's largest curvature); try optimizer.lr={stable / 4:.3g}"
-            )
-        else:
-            advice = "lower optimizer.lr, e.g. by a factor of 10"
-        raise DivergedError(
-            f"training diverged at step {trainer.global_step}: loss={loss:.4g} "
-            f"(divergence_bound={self.bound:g}) with optimizer.lr={lr:g}; {advice}"
-        )
+        raise DivergedError(diverged_message(reason or "another rank's loss ran away", trainer, pl_module))
+
+
+def diverged_message(reason: str, trainer, pl_module) -> str:
+    """The one line of a diverged run: where, why, the learning rate, and a stable range."""
+    optimizer = trainer.optimizers[0]
+    data = trainer.datamodule
+    if pl_module.is_linear:
+        advice = stability_advice(data.x_train, pl_module.hparams.bias, optimizer, data.global_batch_size())
+    else:
+        advice = "lower optimizer.lr, e.g. by a factor of 10"
+    return (
+        f"training diverged at step {trainer.global_step}: {reason} "
+        f"with optimizer.lr={optimizer.param_groups[0]['lr']:g}; {advice}"
+    )
+
+
+class LastCheckpoint(L.Callback):
+    """Keeps ``last.ckpt`` the run's latest state: every ``every_n_epochs`` epochs, when training ends, and when
+    it stops early (diverged, Ctrl-C, SIGTERM). ModelCheckpoint's ``save_last`` refreshes it only together
+    with a new best, so a finished run's last.ckpt could be epochs old."""
+
+    def __init__(self, path: str, every_n_epochs: int | None = 1):
+        self.path, self.every = Path(path), every_n_epochs or 1
+        self._saved_step = -1
+
+    def _save(self, trainer) -> None:
+        if trainer.global_step != self._saved_step:
+            trainer.save_checkpoint(self.path, weights_only=False)  # False: the whole state, to resume from
+            self._saved_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if (trainer.current_epoch + 1) % self.every == 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (DivergedError, SIGTERMException, KeyboardInterrupt)):
+            self._save(trainer)
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C and SIGTERM stop at the end of the current step, with a checkpoint to resume from.
+    """Ctrl-C and SIGTERM stop at the end of the current step (LastCheckpoint then saves last.ckpt).
 
     Lightning already stops cleanly on SIGTERM (raising SIGTERMException between steps); Ctrl-C is routed
     to the same path, where a raw KeyboardInterrupt could land between backward and the optimizer step.
     A second Ctrl-C interrupts at once.
     """
 
-    def __init__(self, dirpath: str):
-        self.dirpath = Path(dirpath)
+    def __init__(self):
         self._previous = None
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -79,8 +199,6 @@ class GracefulInterrupt(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore()
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.dirpath / "last.ckpt")
 
     def _restore(self) -> None:
         if self._previous is not None:

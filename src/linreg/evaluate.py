@@ -2,46 +2,58 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from linreg import optimum
+from linreg import checkpoints, optimum
 from linreg.errors import ConfigError
 from linreg.model import Regressor
-from linreg.train import predict, prediction_inputs, prediction_rows
+from linreg.train import make, predict, prediction_inputs, prediction_rows
+
+DATA_KEY = "datamodule_hyper_parameters"  # where Lightning keeps the datamodule's saved hyper-parameters
 
 
-def load(ckpt_path: str) -> Regressor:
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no such file; use a run's checkpoints/last.ckpt or best.ckpt")
+def load(ckpt_path: str) -> tuple[Regressor, dict]:
+    """The checkpoint's model (in its own dtype) and the whole checkpoint, loaded as data only."""
+    checkpoint = checkpoints.read(ckpt_path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        model = Regressor.load_from_checkpoint(path, map_location="cpu")
-        return model.to(next(iter(checkpoint["state_dict"].values())).dtype)  # a float64 run stays float64
-    except Exception as error:  # a torch.load or state-dict failure: the file is not one of our models
+        model = Regressor(**checkpoint.get("hyper_parameters", {}))
+    except (TypeError, ConfigError) as error:
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a checkpoint of this project's model ({error})") from None
+    checkpoints.load_weights(model, checkpoint, ckpt_path)
+    return model.to(next(iter(checkpoint["state_dict"].values())).dtype), checkpoint  # float64 stays float64
+
+
+def data_config(cfg: DictConfig, checkpoint: dict) -> tuple[DictConfig, str]:
+    """The data to score on: ``data=...`` when given, else the data the checkpoint was trained on."""
+    if cfg.get("data") is not None:
+        return cfg.data, "data=" + str(cfg.data.get("source", "?"))
+    if DATA_KEY not in checkpoint:
         raise ConfigError(
-            f"ckpt_path={ckpt_path}: not a checkpoint of this project's model ({type(error).__name__}: {error})"
-        ) from None
+            f"ckpt_path={cfg.ckpt_path}: this checkpoint does not record its data; name it, e.g. data=seed"
+        )
+    return OmegaConf.create(checkpoint[DATA_KEY]), "the checkpoint's own"
 
 
 def evaluate(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("which model? add ckpt_path=<run>/checkpoints/last.ckpt")
-    model = load(cfg.ckpt_path)
-    data = instantiate(cfg.data)
+    model, checkpoint = load(cfg.ckpt_path)
+    node, origin = data_config(cfg, checkpoint)
+    data = make(node, "data")
     data.setup()
     expected = model.hparams.in_features
     if data.num_features != expected:
         raise ConfigError(
             f"the checkpoint's model takes {expected} feature(s) but this data has {data.num_features}: "
-            "choose the data it was trained on"
+            "choose the data it was trained on (leave out data= to use it)"
         )
+    options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
     dtype = next(model.parameters()).dtype
-    result = {"ckpt_path": str(cfg.ckpt_path), "loss": optimum.mse(model, data.x_train, data.y_train, dtype=dtype)}
+    result = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "data": {"from": origin, **options},
+        "loss": optimum.mse(model, data.x_train, data.y_train, dtype=dtype),
+    }
     if data.x_val is not None:
         result["val_loss"] = optimum.mse(model, data.x_val, data.y_val, dtype=dtype)
     query = prediction_inputs(cfg.predict.x, data.num_features)

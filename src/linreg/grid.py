@@ -14,7 +14,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from linreg import figures, optimum, summary
@@ -155,11 +154,11 @@ def _print_table(weights, biases, losses, best: int) -> None:
 
 def search(cfg: DictConfig) -> dict:
     """Score every candidate on the training set; write grid.csv, grid.png, summary.json; return the summary."""
-    from linreg.train import prediction_inputs, prediction_rows, start_run
+    from linreg.train import make, prediction_inputs, prediction_rows, start_run
 
     folder = start_run(cfg)
     w_axis, b_axis = _axes(cfg)
-    data = instantiate(cfg.data)
+    data = make(cfg.data, "data")
     data.setup("fit")
     if data.num_features != 1:
         raise ConfigError(
@@ -205,7 +204,7 @@ def search(cfg: DictConfig) -> dict:
         "device": str(trainer.strategy.root_device),
     }
 
-    logger = instantiate(cfg.logger)
+    logger = make(cfg.logger, "logger")
     if bias:
         table = losses.reshape(len(w_axis), len(b_axis))
         figure = figures.grid_map(w_axis, b_axis, table, (best_w, best_b), figures.run_title(cfg))

@@ -84,6 +84,12 @@ class Regressor(L.LightningModule):
     def is_linear(self) -> bool:
         return isinstance(self.net, nn.Linear)
 
+    @property
+    def keeps_path(self) -> bool:
+        """The path is drawn only for one weight (landscape.png); copies of a long weight vector at every
+        logged step would grow without bound."""
+        return self.is_linear and self.net.weight.numel() == 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Takes features and gives predictions in the data's own units, whatever the model scales inside."""
         out = self.net(self.scaled(x))
@@ -138,7 +144,7 @@ class Regressor(L.LightningModule):
         return torch.cat([p.detach().reshape(-1) for p in parameters])
 
     def on_train_start(self) -> None:
-        if self.is_linear and not self.path:
+        if self.keeps_path and not self.path:
             self.path.append(self.flat_parameters())
         if self._restored_cost is not None:  # here the module already has its device and dtype
             self._cost_sum = torch.tensor(self._restored_cost["sum"], device=self.device, dtype=self.dtype)
@@ -166,7 +172,7 @@ class Regressor(L.LightningModule):
         log_now = first and self._log_this_step()
         if log_now:  # the parameters this step starts from, copied before the update changes them
             before = self._parameter_scalars()
-            if self.is_linear and self.global_step > 0:
+            if self.keeps_path and self.global_step > 0:
                 self.path.append(self.flat_parameters())
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         if self.automatic_optimization:
@@ -210,7 +216,7 @@ class Regressor(L.LightningModule):
         self.log("train/cost", self._cost_sum / self._seen, prog_bar=True, sync_dist=True)
 
     def on_train_end(self) -> None:
-        if self.is_linear:
+        if self.keeps_path:
             self.path.append(self.flat_parameters())
 
     def validation_step(self, batch, batch_idx):

@@ -59,9 +59,22 @@ def when_terminal(rate: int) -> int:
     return rate if sys.stdout.isatty() else 0
 
 
+def run_name(name: str, resume) -> str:
+    """A resumed run's folder is named after the experiment it continues (``resume=`` alone leaves ``name`` at
+    its default), read from the resumed folder's saved config."""
+    saved = Path(str(resume)) / ".hydra" / "config.yaml" if resume else None
+    if saved is not None and saved.is_file():
+        try:
+            return str(OmegaConf.load(saved).get("name") or name)
+        except Exception:  # an unreadable config is reported by train.resumed(), with a better message
+            return name
+    return name
+
+
 def register() -> None:
     # use_cache: every job of a sweep resolves hydra.sweep.dir again from a copy of the sweep's cache,
     # so all of them get the one folder made for the sweep.
     OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("when_terminal", when_terminal, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)

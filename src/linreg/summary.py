@@ -43,10 +43,16 @@ def write(summary: dict, folder: Path) -> Path:
     return path
 
 
+SHOWN = 8  # a longer vector is shown by its first and last few values; summary.json holds all of them
+
+
 def _numbers(values) -> str:
     """Full precision (Python's repr): the lesson's 7.999998569488525 is not rounded to 8."""
     if values is None:
         return "none"
+    if len(values) > SHOWN:
+        head, tail = values[: SHOWN // 2], values[-2:]
+        return f"{_numbers(head)[:-1]}, ..., {_numbers(tail)[1:]} ({len(values)} values)"
     return "[" + ", ".join(_numbers(v) if isinstance(v, list) else repr(float(v)) for v in values) + "]"
 
 
@@ -70,10 +76,14 @@ def console_report(summary: dict, folder: Path) -> str:
     if summary["weight"] is None:  # an MLP: many weights, none of which is the line's w
         curve = " (its curve: fitted_curve.png)" if (Path(folder) / "fitted_curve.png").is_file() else ""
         fitted = f"weights: a network's, not one line's{curve}  loss {summary['final_loss']!r}"
-        best = f"best line (least squares): weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
+        best = "best line (least squares):"
     else:
         fitted = f"weight {_numbers(summary['weight'])}  {_bias(summary['bias'])}  loss {summary['final_loss']!r}"
-        best = f"optimum: weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}"
+        best = "optimum:"
+    if opt is None:  # skipped above a size (optimum.py): summary.json has null there too
+        best += " not computed at this size"
+    else:
+        best += f" weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}  loss {opt['loss']!r}  ({_gap(summary)})"
     done = (
         f"{summary['evaluations']} cost evaluations in {summary['rounds']} rounds"
         if "evaluations" in summary
@@ -87,7 +97,7 @@ def console_report(summary: dict, folder: Path) -> str:
         f"predict (before training) x={_numbers(p['x'])} -> {before}",
         f"predict (after training)  x={_numbers(p['x'])} -> {_numbers(p['after'])}",
         fitted,
-        f"{best}  loss {opt['loss']!r}  ({_gap(summary)})",
+        best,
         f"run folder: {folder}",
         f"view it:    tensorboard --logdir {folder}",
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import math
 import time
@@ -10,13 +12,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from linreg import metrics, optimum, summary, validate
-from linreg.callbacks import Progress
+from linreg import checkpoints, metrics, optimum, summary, validate
+from linreg.callbacks import END_GROWTH, DivergenceGuard, Progress, growth_floor, runaway, stability_advice
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
@@ -38,9 +40,27 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def prediction_inputs(values, features: int) -> torch.Tensor:
     """``predict.x`` as rows: a number stands for the same value in every feature."""
-    rows = [[float(v)] * features if isinstance(v, (int, float)) else [float(u) for u in v] for v in values]
+    rows = []
+    for v in values if isinstance(values, (list, tuple, ListConfig)) else [None]:
+        if _number(v):
+            rows.append([float(v)] * features)
+        elif isinstance(v, (list, tuple, ListConfig)) and len(v) == features and all(_number(u) for u in v):
+            rows.append([float(u) for u in v])
+        else:
+            rows = []
+            break
+    if not rows:
+        shown = OmegaConf.to_container(values) if isinstance(values, ListConfig) else values
+        raise ConfigError(
+            f"predict.x={shown!r} is not allowed: use a list of inputs, each a number (standing for every feature) "
+            f"or a row of {features} numbers, e.g. predict.x=[4.0]"
+        )
     return torch.tensor(rows)
 
 
@@ -61,23 +81,63 @@ def progress(trainer: L.Trainer) -> tuple[int, int]:
     metrics = trainer.callback_metrics
     if "progress/steps" in metrics and trainer.global_step == 0:
         return int(metrics["progress/epochs"]), int(metrics["progress/steps"])
-    return trainer.current_epoch, trainer.global_step
+    # a run stopped in on_train_epoch_end (diverged) has processed that epoch, but current_epoch not yet counted it
+    return max(trainer.current_epoch, trainer.fit_loop.epoch_progress.current.processed), trainer.global_step
+
+
+def make(node: DictConfig, group: str, **kwargs):
+    """``instantiate(node)``, with what the constructor rejects as one line naming the group.
+
+    Hydra wraps every constructor's error in InstantiationException, with the real one as its cause: ours
+    (ConfigError) goes on as it is; torch's, Lightning's or a wrong key's is named with its group.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        said = " ".join(str(cause).split())[:400] or type(cause).__name__  # one line, however many it had
+        raise ConfigError(f"{group}: {said}; check the {group}.* settings") from cause  # HYDRA_FULL_ERROR shows it
+
+
+def try_optimizer(model: Regressor) -> None:
+    """Build the optimizer once now, so options torch rejects (``+optimizer.betas=[2,3]``) are one line
+    before training rather than a traceback from inside it."""
+    try:
+        optimizer = model.configure_optimizers()
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"optimizer: {error}; check the optimizer.* settings") from error
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if not model.automatic_optimization and closure is not None and closure.default is inspect.Parameter.empty:
+        raise ConfigError(
+            f"model.gradient=analytic sets the gradient by hand for one step at a time, but "
+            f"{type(optimizer).__name__} needs a closure that re-evaluates the loss: use model.gradient=autograd, "
+            "or optimizer=sgd, momentum or adam"
+        )
 
 
 def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
-    data = instantiate(cfg.data)
+    data = make(cfg.data, "data")
     data.setup("fit")
-    model = instantiate(
-        cfg.model, in_features=data.num_features, standardize=data.standardize, optimizer=instantiate(cfg.optimizer)
+    model = make(
+        cfg.model, "model", in_features=data.num_features, standardize=data.standardize,
+        optimizer=make(cfg.optimizer, "optimizer"),
     )
     if data.standardize:  # fitted on the training split only; the checkpoint keeps them with the weights
         model.set_standardization(*data.standardization())
-    callbacks = [*(instantiate(c) for c in cfg.callbacks.values()), Progress()]
-    try:
-        trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
-    except MisconfigurationException as error:  # Lightning's word on a trainer setting, without its traceback
-        raise ConfigError(f"trainer: {error}") from error
+    try_optimizer(model)
+    callbacks = [*(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()), Progress()]
+    trainer = make(cfg.trainer, "trainer", logger=make(cfg.logger, "logger"), callbacks=callbacks)
     return data, model, trainer
+
+
+def recorded_data(cfg: DictConfig) -> dict:
+    """The data settings as plain values, a CSV's path made absolute, to find the same data again later."""
+    options = OmegaConf.to_container(cfg.data, resolve=True)
+    if isinstance(options.get("path"), str):
+        options["path"] = str(Path(options["path"]).resolve())
+    return options
 
 
 def resumed(cfg: DictConfig) -> DictConfig:
@@ -101,11 +161,40 @@ def resumed(cfg: DictConfig) -> DictConfig:
             f"resume= continues a run as it was and takes no other settings ({', '.join(others)}); to change "
             f"them, give the settings with ckpt_path={checkpoint}"
         )
-    previous = OmegaConf.load(saved)
+    done = folder / "summary.json"
+    status = json.loads(done.read_text()).get("status") if done.is_file() else None
+    if status == "completed":
+        raise ConfigError(
+            f"resume={cfg.resume}: that run already completed; there is nothing to continue. To train it further, "
+            f"give its settings with ckpt_path={checkpoint} and a larger trainer.max_epochs"
+        )
+    if status == "diverged":
+        raise ConfigError(
+            f"resume={cfg.resume}: that run diverged, and its last state is the blown-up one; start it again "
+            "with a lower optimizer.lr (its error in summary.json suggests one)"
+        )
+    try:
+        previous = OmegaConf.load(saved)
+    except Exception as error:  # a yaml or OmegaConf error: the file was edited or cut off
+        raise ConfigError(f"resume={cfg.resume}: its .hydra/config.yaml cannot be read ({error})") from error
     previous.output_dir, previous.ckpt_path, previous.resume = cfg.output_dir, str(checkpoint), None
+    try:
+        validate.check(previous)
+    except ConfigError as error:
+        raise ConfigError(f"resume={cfg.resume}: its config no longer validates: {error}") from None
     (Path(cfg.output_dir) / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(previous, Path(cfg.output_dir) / ".hydra" / "config.yaml")
     return previous
+
+
+def final_divergence(reason: str, cfg: DictConfig, data: RegressionData, model: Regressor) -> str:
+    """The one line of a run found diverged only once it ended."""
+    if model.is_linear:
+        optimizer = model.configure_optimizers()
+        advice = stability_advice(data.x_train, model.hparams.bias, optimizer, data.global_batch_size())
+    else:
+        advice = "lower optimizer.lr, e.g. by a factor of 10"
+    return f"training diverged by its end: {reason} with optimizer.lr={cfg.optimizer.lr:g}; {advice}"
 
 
 def start_run(cfg: DictConfig) -> Path:
@@ -147,15 +236,22 @@ def train(cfg: DictConfig) -> dict:
     folder = start_run(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     data, model, trainer = build(cfg)
-    if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
-        model.load_state_dict(torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)["state_dict"])
+    data.save_hyperparameters(recorded_data(cfg), logger=False)  # in every checkpoint: eval.py scores on it
     query = prediction_inputs(cfg.predict.x, data.num_features)
+    if cfg.ckpt_path:  # "before training" is where this run starts: the checkpoint's weights
+        setting = "resume" if cfg.resume else "ckpt_path"
+        saved = checkpoints.read(cfg.ckpt_path, setting)
+        checkpoints.load_weights(model, saved, cfg.ckpt_path, setting)
+        checkpoints.check_optimizer(model.configure_optimizers(), saved, cfg.ckpt_path, setting)
     before = predict(model, query)
+    start_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
+    for guard in (c for c in trainer.callbacks if isinstance(c, DivergenceGuard)):
+        guard.start_loss = start_loss  # a resumed run's checkpoint replaces it with the first run's
 
     status, error = "completed", None
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path, weights_only=True)
     except DivergedError as diverged:
         status, error = "diverged", diverged
     except SIGTERMException:
@@ -169,12 +265,23 @@ def train(cfg: DictConfig) -> dict:
     epochs, steps = progress(trainer)
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
+    if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
+        reason = runaway(final_loss, start_loss, cfg.divergence_bound, growth_floor(data.y_train), END_GROWTH)
+        if reason is None and not all(torch.isfinite(p).all() for p in model.parameters()):
+            reason = "the parameters are no longer finite"
+        if reason is not None:
+            status, error = "diverged", DivergedError(final_divergence(reason, cfg, data, model))
     best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
+    if best is None and trainer.is_global_zero:
+        print(
+            f"optimum: not computed for {len(data.x_train)} samples x {data.num_features} features (a closed form "
+            "would take more than a few seconds at this size); excess_loss is null"
+        )
     result = {
         "experiment": cfg.name,
         "status": status,
         "final_loss": final_loss,
-        "excess_loss": final_loss - best["loss"],
+        "excess_loss": final_loss - best["loss"] if best else None,
         # in the data's own units, also when the model standardises its inputs
         "weight": model.coefficients()[0].reshape(-1).tolist() if model.is_linear else None,
         "bias": model.coefficients()[1].tolist() if model.is_linear and bias else None,
@@ -197,7 +304,8 @@ def train(cfg: DictConfig) -> dict:
         draw_figures(model, data, folder, trainer.logger.experiment, cfg)
         scores = {k: result[k] for k in ("final_loss", "excess_loss")}
         scores.update({f"val_{k}": v for k, v in result["metrics"].get("val", {}).items()})
-        trainer.logger.log_hyperparams(summary.hparams(cfg), {k: v for k, v in scores.items() if math.isfinite(v)})
+        scores = {k: v for k, v in scores.items() if v is not None and math.isfinite(v)}
+        trainer.logger.log_hyperparams(summary.hparams(cfg), scores)
         trainer.logger.finalize(status)
         print(summary.console_report(result, folder))
     if error is not None:
