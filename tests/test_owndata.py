@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from linreg import metrics, sources, validate
 from linreg.data import RegressionData
-from linreg.errors import ConfigError
+from linreg.errors import ConfigError, DivergedError
 from linreg.prediction import load_model, predict
 from linreg.sweep_report import load_jobs, ranked
 
@@ -332,3 +332,21 @@ def test_a_model_without_bias_stays_without_intercept(table, run_train):
     path, _, _ = table
     summary, _ = run_train(csv_run(path, "model.bias=false", "predict.x=[0.0]", "trainer.max_epochs=2"))
     assert summary["bias"] is None and summary["predictions"]["after"] == [0.0]
+
+
+def test_divergence_is_judged_in_the_optimisers_units_when_standardising(tmp_path, run_train):
+    """A target whose best MSE is above divergence_bound in its own units still completes; a too-large lr on the
+    standardised problem is diverged, with a stable lr for the features the optimiser sees (not the raw ones)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 2)) * [1000.0, 0.01] + [5000.0, 1.0]
+    y = x @ np.array([3000.0, 5e6]) + 3e6 * rng.normal(size=400)  # noise alone: an MSE of about 9e12
+    path = write_csv(tmp_path / "big.csv", x, y, names=["a", "b"], target="t")
+    run = ["data=csv", f"data.path={path}", "data.feature_columns=[a,b]", "data.target_column=t"]
+    summary, _ = run_train([*run, "trainer.max_epochs=10"], "fine")
+    assert summary["status"] == "completed" and summary["final_loss"] > 1e12
+    with pytest.raises(DivergedError) as diverged:
+        run_train([*run, "data.batch_size=full", "optimizer.lr=5", "trainer.max_epochs=50"], "too_fast")
+    message = str(diverged.value)
+    assert "sizes differ" not in message  # standardised features have one size
+    stable = float(re.search(r"stable only for lr < (?:about )?([0-9.e+-]+)", message).group(1))
+    assert 0.1 < stable < 5  # about 2/L of standardised data (L = 2 * largest eigenvalue of the correlation ~ 2..4)

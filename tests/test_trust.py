@@ -116,7 +116,8 @@ def test_badly_scaled_features_get_a_diagnosis_not_only_a_tiny_lr(tmp_path):
     y = x @ torch.tensor([[2.0], [0.003]])
     path = tmp_path / "scales.csv"
     path.write_text("a,b,y\n" + "".join(f"{r[0]:.6f},{r[1]:.6f},{t:.6f}\n" for r, t in zip(x.tolist(), y[:, 0])))
-    run = ["data=csv", f"data.path={path}", "data.feature_columns=[a,b]", "data.batch_size=full", "optimizer.lr=0.01"]
+    run = ["data=csv", f"data.path={path}", "data.feature_columns=[a,b]", "data.standardize=false",
+           "data.batch_size=full", "optimizer.lr=0.01"]
     with pytest.raises(DivergedError, match=r"sizes differ by a factor of .*data.standardize=true.*optimizer=lbfgs"):
         train(compose_config(run, tmp_path / "run"))
 

@@ -39,6 +39,13 @@ def growth_floor(y: torch.Tensor) -> float:
     return 1e-6 * float(y.double().square().mean())
 
 
+@torch.no_grad()
+def optimiser_inputs(model, x: torch.Tensor) -> torch.Tensor:
+    """The features as the optimiser sees them: standardised when the model standardises, which is what
+    a stable learning rate depends on."""
+    return model.scaled(x.to(model.device)).cpu() if model.hparams.standardize else x
+
+
 def stability_advice(x: torch.Tensor, bias: bool, optimizer: torch.optim.Optimizer, batch_size: int) -> str:
     """What learning rate is stable for the optimiser and batch size that ran, saying which case it covers,
     and whether the features' scales make plain gradient descent hopeless."""
@@ -93,9 +100,11 @@ class DivergenceGuard(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         x, y = trainer.datamodule.x_train, trainer.datamodule.y_train
-        self.floor = growth_floor(y)
+        scale = pl_module.loss_scale()  # the losses here are the optimiser's: of the scaled target
+        self.floor = growth_floor(y) / scale
         if self.start_loss is None:
-            self.start_loss = optimum.mse(lambda xc: pl_module(xc.to(pl_module.device)).cpu(), x, y, pl_module.dtype)
+            raw = optimum.mse(lambda xc: pl_module(xc.to(pl_module.device)).cpu(), x, y, pl_module.dtype)
+            self.start_loss = raw / scale
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._sum, self._seen = 0.0, 0
@@ -131,7 +140,7 @@ class DivergenceGuard(L.Callback):
         if not trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
             return
         for logger in trainer.loggers if log else ():  # the step that blew up, which Lightning would not write
-            logger.log_metrics({"train/loss": loss}, step=trainer.global_step - 1)
+            logger.log_metrics({"train/loss": loss * pl_module.loss_scale()}, step=trainer.global_step - 1)
         raise DivergedError(diverged_message(reason or "another rank's loss ran away", trainer, pl_module))
 
 
@@ -140,7 +149,8 @@ def diverged_message(reason: str, trainer, pl_module) -> str:
     optimizer = trainer.optimizers[0]
     data = trainer.datamodule
     if pl_module.is_linear:
-        advice = stability_advice(data.x_train, pl_module.hparams.bias, optimizer, data.global_batch_size())
+        x = optimiser_inputs(pl_module, data.x_train)
+        advice = stability_advice(x, pl_module.hparams.bias, optimizer, data.global_batch_size())
     else:
         advice = "lower optimizer.lr, e.g. by a factor of 10"
     return (

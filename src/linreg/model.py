@@ -106,6 +106,12 @@ class Regressor(L.LightningModule):
         """An MSE of the scaled target, in the target's squared units."""
         return loss * self.y_std.square().squeeze() if self.hparams.standardize else loss
 
+    def loss_scale(self) -> float:
+        """What an MSE of the scaled target is multiplied by to be in the target's squared units (1 without
+        standardising). The divergence checks work in the optimiser's units, where ``divergence_bound`` applies
+        the same whatever the data's units."""
+        return self.y_std.square().item() if self.hparams.standardize else 1.0
+
     @torch.no_grad()
     def set_standardization(self, x_mean, x_std, y_mean, y_std) -> None:
         """Store the training split's statistics. A model without bias is only scaled (by the root mean square),

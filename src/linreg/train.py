@@ -18,7 +18,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from linreg import checkpoints, metrics, optimum, summary, validate
-from linreg.callbacks import END_GROWTH, DivergenceGuard, Progress, growth_floor, runaway, stability_advice
+from linreg.callbacks import (
+    END_GROWTH,
+    DivergenceGuard,
+    Progress,
+    growth_floor,
+    optimiser_inputs,
+    runaway,
+    stability_advice,
+)
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
@@ -191,7 +199,8 @@ def final_divergence(reason: str, cfg: DictConfig, data: RegressionData, model: 
     """The one line of a run found diverged only once it ended."""
     if model.is_linear:
         optimizer = model.configure_optimizers()
-        advice = stability_advice(data.x_train, model.hparams.bias, optimizer, data.global_batch_size())
+        advice = stability_advice(optimiser_inputs(model, data.x_train), model.hparams.bias, optimizer,
+                                  data.global_batch_size())
     else:
         advice = "lower optimizer.lr, e.g. by a factor of 10"
     return f"training diverged by its end: {reason} with optimizer.lr={cfg.optimizer.lr:g}; {advice}"
@@ -245,8 +254,9 @@ def train(cfg: DictConfig) -> dict:
         checkpoints.check_optimizer(model.configure_optimizers(), saved, cfg.ckpt_path, setting)
     before = predict(model, query)
     start_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
+    scale = model.loss_scale()  # the divergence checks work in the optimiser's units (DivergenceGuard)
     for guard in (c for c in trainer.callbacks if isinstance(c, DivergenceGuard)):
-        guard.start_loss = start_loss  # a resumed run's checkpoint replaces it with the first run's
+        guard.start_loss = start_loss / scale  # a resumed run's checkpoint replaces it with the first run's
 
     status, error = "completed", None
     start = time.perf_counter()
@@ -266,7 +276,9 @@ def train(cfg: DictConfig) -> dict:
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
-        reason = runaway(final_loss, start_loss, cfg.divergence_bound, growth_floor(data.y_train), END_GROWTH)
+        reason = runaway(
+            final_loss / scale, start_loss / scale, cfg.divergence_bound, growth_floor(data.y_train) / scale, END_GROWTH
+        )
         if reason is None and not all(torch.isfinite(p).all() for p in model.parameters()):
             reason = "the parameters are no longer finite"
         if reason is not None:
