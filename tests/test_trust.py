@@ -202,7 +202,7 @@ def test_every_experiment_builds_with_every_data_source(experiment, source, tmp_
     csv.write_text("x,y\n1,2\n2,4.1\n3,5.9\n4,8.2\n")
     extra = [f"data.path={csv}"] if source == "csv" else []
     cfg = compose_config([f"+experiment={experiment}", f"data={source}", *extra], tmp_path / "run")
-    assert cfg.data.source == source
+    assert cfg.data.source == compose_config([f"data={source}", *extra], tmp_path / "plain").data.source
     data, model, _ = build(cfg)
     assert data.num_features == model.hparams.in_features == 1
 
@@ -218,12 +218,12 @@ def test_experiments_set_only_how_the_data_is_served():
 
 REFUSED = {
     "model.gradient=magic": "model.gradient='magic' is not known",
-    "trainer.devices=0": "trainer: ",
-    "trainer.precision=8": "trainer: Precision 8 is invalid",
-    "trainer.accelerator=tpu": "trainer: ",
+    "trainer.devices=0": "trainer.devices=0 is not allowed",
+    "trainer.precision=8": "trainer.precision=8 is not allowed",
+    "trainer.accelerator=tpu": "trainer.accelerator='tpu' is not allowed",
     "optimizer=adam +optimizer.betas=[2,3]": "optimizer: Invalid beta parameter",
     "+optimizer.betas=[2,3]": "optimizer: SGD.__init__() got an unexpected keyword argument 'betas'",
-    "optimizer._target_=torch.optim.LBFGS +experiment=gd": "LBFGS needs a closure",
+    "optimizer._target_=torch.optim.LBFGS +experiment=gd": "through a closure, which model.gradient=analytic",
     "predict.x=[abc]": "predict.x=['abc'] is not allowed",
     "predict.x=[]": "predict.x=[] is not allowed",
     "predict.x=4": "predict.x=4 is not allowed",
