@@ -428,6 +428,19 @@ def test_resumed_run_folder_is_named_after_its_experiment(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_interrupted_job_stops_the_sweep(tmp_path):
+    done = script("train.py", "-m", "+experiment=sgd", "optimizer.lr=0.01,0.02", QUIET,
+                  "+callbacks.sigterm._target_=signals.SigtermAtStep", "+callbacks.sigterm.step=5", cwd=tmp_path,
+                  env={"PYTHONPATH": f"{ROOT / 'tests'}:{ROOT / 'src'}"})
+    assert done.returncode == 130 and "error: interrupted at step 5" in done.stderr
+    assert [p.name for p in only_job_folders(tmp_path)] == ["0_optimizer.lr=0.01"]  # the second job never started
+
+
+def only_job_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("outputs/multirun/*/*/*/.hydra"))
+
+
+@pytest.mark.slow
 def test_joblib_sweep_counts_its_jobs_and_fails_when_one_diverged(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the [sweep] extra")
     done = script("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+experiment=sgd",
