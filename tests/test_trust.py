@@ -53,6 +53,8 @@ def test_runaway_names_non_finite_bound_and_growth():
     assert "divergence_bound" in runaway(2e10, 1.0, 1e10)
     assert "times its" in runaway(5000.0, 4.0, 1e10)
     assert runaway(3000.0, 4.0, 1e10) is None
+    assert runaway(2e11, 3e11, 1e10) is None  # a large target starts above the bound: only growth past it counts
+    assert "divergence_bound" in runaway(4e11, 3e11, 1e10)
     assert "times its 0 before" in runaway(1e-9, 0.0, 1e10)
     assert runaway(1e-9, 0.0, 1e10, floor=1e-6) is None  # rounding noise around a start at the optimum
 
@@ -102,6 +104,14 @@ def test_a_short_run_that_ends_far_above_its_start_is_diverged(tmp_path):
         train(compose_config(run, tmp_path))
     assert "with batches of 32" in str(error.value)
     assert read_summary(tmp_path)["status"] == "diverged"
+
+
+def test_a_target_in_the_hundreds_of_thousands_is_not_diverged_at_the_first_step(tmp_path):
+    path = tmp_path / "prices.csv"
+    path.write_text("x,y\n" + "".join(f"{i / 10:.1f},{300000 + 20000 * i / 10:.1f}\n" for i in range(40)))
+    run = ["data=csv", f"data.path={path}", "data.batch_size=full", "optimizer.lr=0.1", "trainer.max_epochs=50"]
+    result = train(compose_config(run, tmp_path / "run"))  # starts at a loss near 1e11, above divergence_bound
+    assert result["status"] == "completed" and result["final_loss"] < 1e10
 
 
 def test_adam_hint_does_not_claim_the_gradient_descent_bound(tmp_path):
@@ -416,6 +426,19 @@ def test_resumed_run_folder_is_named_after_its_experiment(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (folder,) = tmp_path.glob("outputs/*/*")
     assert folder.name.endswith("_sgd") and read_summary(folder)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_stops_the_sweep(tmp_path):
+    done = script("train.py", "-m", "+experiment=sgd", "optimizer.lr=0.01,0.02", QUIET,
+                  "+callbacks.sigterm._target_=signals.SigtermAtStep", "+callbacks.sigterm.step=5", cwd=tmp_path,
+                  env={"PYTHONPATH": f"{ROOT / 'tests'}:{ROOT / 'src'}"})
+    assert done.returncode == 130 and "error: interrupted at step 5" in done.stderr
+    assert [p.name for p in only_job_folders(tmp_path)] == ["0_optimizer.lr=0.01"]  # the second job never started
+
+
+def only_job_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("outputs/multirun/*/*/*/.hydra"))
 
 
 @pytest.mark.slow

@@ -19,17 +19,21 @@ GROWTH = 1000.0  # a loss this many times its value before training has run away
 END_GROWTH = 10.0  # a run that ends this far above where it started did not train, however short it was
 
 
-def runaway(loss: float, start: float | None, bound: float, floor: float = 0.0, growth: float = GROWTH) -> str | None:
+def runaway(
+    loss: float, start: float | None, bound: float, floor: float = 0.0, growth: float | None = GROWTH
+) -> str | None:
     """Why ``loss`` counts as diverged (non-finite, past ``bound``, or ``growth`` times ``start``), or None.
 
-    ``floor`` keeps a start at the optimum (a loss of rounding noise) from making more noise look like growth.
+    Past ``bound`` counts only above ``start`` too: a target in the thousands starts above 1e10 and is not
+    diverging for that. ``floor`` keeps a start at the optimum (a loss of rounding noise) from making more
+    noise look like growth. ``growth=None`` leaves the growth test out.
     """
     if not math.isfinite(loss):
         return f"loss={loss}"
-    if loss > bound:
+    if loss > bound and (start is None or loss > start):
         return f"loss={loss:.4g} > divergence_bound={bound:g}"
     reference = max(start or 0.0, floor, 1e-30)
-    if start is not None and loss > growth * reference:
+    if start is not None and growth is not None and loss > growth * reference:
         return f"loss={loss:.4g} is {loss / reference:.3g} times its {start:.4g} before training"
     return None
 
@@ -116,7 +120,7 @@ class DivergenceGuard(L.Callback):
         every = trainer.log_every_n_steps or 1
         if trainer.global_step % every == 0:
             value = float(loss)
-            self._stop_if(runaway(value, None, self.bound), trainer, pl_module, value, log=True)
+            self._stop_if(runaway(value, self.start_loss, self.bound, growth=None), trainer, pl_module, value, log=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check_epoch(trainer, pl_module)

@@ -1,7 +1,8 @@
 """How the scripts report the errors that are the user's to fix: one line on stderr and a non-zero exit.
 
 ``HYDRA_FULL_ERROR=1`` shows the full traceback instead. Inside a multirun the failed job is reported
-and the sweep goes on with its other jobs; at its end one line counts the jobs by status.
+and the sweep goes on with its other jobs (an interrupted one stops it); at its end one line counts the
+jobs by status.
 Kept light (standard library, omegaconf and hydra only): it is imported before anything heavy.
 """
 
@@ -83,7 +84,7 @@ def run_reporting_errors(run, *args):
         else:
             message, code = str(error), EXIT_CODES[type(error)]
         print(f"error: {message}", file=sys.stderr, flush=True)
-        if in_multirun():
+        if in_multirun() and not isinstance(error, RunInterrupted):  # Ctrl-C or SIGTERM stops the whole sweep
             return None
         remove_if_unused(_run_folder())
         sys.exit(code)
