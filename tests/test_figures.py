@@ -39,7 +39,7 @@ def line(samples=500, features=1, seed=0):
 
 
 def descent(x, y, steps=30, lr=0.1, bias=True):
-    """A hand-made gradient-descent path from (w, b) = (-1, 3): the kind of thing Regressor.path holds."""
+    """A hand-made gradient-descent path from (w, b) = (-1, 3): the kind of thing Trajectory.path holds."""
     w, b, path = -1.0, (3.0 if bias else 0.0), []
     for _ in range(steps):
         path.append(torch.tensor([w, b] if bias else [w]))
@@ -86,8 +86,9 @@ def test_landscape_of_several_features_is_none():
 
 
 def test_landscape_of_a_trained_regressor_path(tmp_path):
-    """The path a real run records (Regressor.path, on a noisy line with a bias) draws as it is."""
+    """The path a real run records (Trajectory.path, on a noisy line with a bias) draws as it is."""
     from linreg.train import build, quiet_lightning
+    from linreg.trajectory import recorded_path
 
     quiet_lightning()
 
@@ -95,8 +96,9 @@ def test_landscape_of_a_trained_regressor_path(tmp_path):
     L.seed_everything(0, verbose=False)
     data, model, trainer = build(cfg)
     trainer.fit(model, datamodule=data)
-    assert len(model.path) > 5 and model.path[0].tolist() == [0.0, 0.0]  # the start, then every 4th step
-    figure = figures.landscape(data.x_train, data.y_train, model.path, bias=True)
+    path = recorded_path(trainer)
+    assert len(path) > 5 and path[0].tolist() == [0.0, 0.0]  # the start, then every 4th step
+    figure = figures.landscape(data.x_train, data.y_train, path, bias=True)
     assert_picture(figures.save(figure, tmp_path, "landscape"))
 
 

@@ -176,7 +176,7 @@ class StateWatch(L.Callback):
     seen: list = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        state = pl_module._cost_sum
+        state = pl_module.epoch_cost.total
         StateWatch.seen.append((state.device, state.dtype, pl_module.device, pl_module.dtype))
 
 

@@ -1,5 +1,5 @@
-"""Lightning callbacks of our own: divergence, the last checkpoint, Ctrl-C or SIGTERM mid-run, and progress
-under ddp_spawn."""
+"""Lightning callbacks of our own: divergence, the last checkpoint, Ctrl-C or SIGTERM mid-run, and the run's
+epoch and step counts under ddp_spawn."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg import optimum
+from linreg import compat, optimum
+from linreg.compat import SIGTERMException
 from linreg.errors import DivergedError
 
 GROWTH = 1000.0  # a loss this many times its value before training has run away, whatever divergence_bound says
@@ -220,11 +220,11 @@ class GracefulInterrupt(L.Callback):
             self._previous = None
 
 
-class Progress(L.Callback):
-    """Copies the epoch and step counts into ``trainer.callback_metrics`` when training ends: under
-    ``strategy=ddp_spawn`` the loops run in worker processes, and the metrics (with the weights) are what
-    Lightning sends back to the main process, whose own trainer still counts 0 epochs and 0 steps."""
+class CountsToMainProcess(L.Callback):
+    """Sends the epoch and step counts to the main process when training ends: under ``strategy=ddp_spawn`` the
+    loops run in worker processes, and the main process's own trainer still counts 0 epochs and 0 steps.
+    train.epochs_and_steps reads them there."""
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.callback_metrics["progress/epochs"] = torch.tensor(trainer.current_epoch)
-        trainer.callback_metrics["progress/steps"] = torch.tensor(trainer.global_step)
+        counts = {"counts/epochs": trainer.current_epoch, "counts/steps": trainer.global_step}
+        compat.send_to_main_process(trainer, counts)

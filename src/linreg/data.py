@@ -13,7 +13,7 @@ import math
 import lightning as L
 import torch
 
-from linreg import sources
+from linreg import compat, sources
 from linreg.errors import ConfigError, indivisible_batch
 
 CHUNK = 65_536  # rows summed at a time in float64
@@ -99,7 +99,7 @@ class EpochPermutation:
         return order.to(self.device, non_blocking=pinned)
 
 
-class TensorBatches:
+class TensorBatches(compat.ResumableLoader):
     """Yields ``(x, y)`` batches of one rank's share of every global batch.
 
     Global batch ``i`` holds samples ``i*B .. (i+1)*B`` of the epoch's order, and rank ``r`` of ``W`` takes
@@ -109,12 +109,11 @@ class TensorBatches:
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None,
-                 progress=None, permute_on: str = "cpu"):
+                 completed_batches=None, permute_on: str = "cpu"):
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.sampler = EpochPermutation(len(x), shuffle, seed, self.x.device, permute_on)
-        self.batch_sampler = None  # Lightning looks for one beside a sampler; batches are cut here instead
-        self.progress = progress  # how many batches of this epoch the trainer has completed
+        self.completed_batches = completed_batches  # () -> how many batches of this epoch the trainer completed
         self._skip = 0
 
     def state_dict(self) -> dict:
@@ -122,7 +121,7 @@ class TensorBatches:
 
         The count comes from the trainer, not from this iterator, which Lightning reads one batch ahead.
         """
-        return {"epoch": self.sampler.epoch, "completed": self.progress() if self.progress else 0}
+        return {"epoch": self.sampler.epoch, "completed": self.completed_batches() if self.completed_batches else 0}
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.set_epoch(state["epoch"])
@@ -246,7 +245,7 @@ class RegressionData(L.LightningDataModule):
             trainer.global_rank,
             trainer.world_size,
             trainer.strategy.root_device,
-            progress=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+            completed_batches=lambda: compat.completed_batches(trainer),
             permute_on=self.permute_on,
         )
 

@@ -89,7 +89,7 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool, title: str | N
     """The MSE over (w, b) around the optimum and the path: a 3-D surface beside a contour map, the path on both.
 
     Without a bias, the cost curve over w with the path's points on it. ``path`` is a (k, p) tensor (or a list
-    of k tensors) of flat parameters [w] or [w, b], as ``Regressor.path`` holds them. Returns None for more
+    of k tensors) of flat parameters [w] or [w, b], as ``Trajectory.path`` holds them. Returns None for more
     than one feature, where the cost is no longer a surface one can draw.
     """
     if x.shape[1] != 1 or y.shape[1] != 1:

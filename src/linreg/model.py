@@ -1,4 +1,9 @@
-"""The LightningModule: a linear model (or an MLP) fitted by MSE, with autograd or the seed's hand gradient."""
+"""The LightningModule: a linear model (or an MLP) fitted by MSE, with autograd or the seed's hand gradient.
+
+The lesson in four parts: the forward pass (``forward``), the cost (MSE in ``training_step``), the autograd
+step (Lightning calls backward and the optimizer) and the hand-derived step (``analytic_gradient``). What is
+watched from outside (the path, parameter and gradient scalars) lives in ``linreg.trajectory``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from lightning.pytorch.utilities import grad_norm
 from torch import nn
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from linreg import compat
 from linreg.errors import ConfigError
+from linreg.trajectory import Trajectory
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 GRADIENTS = ("autograd", "analytic")
@@ -37,13 +43,57 @@ def build_net(in_features, bias, depth, hidden, activation, init_weight, init_bi
     return net
 
 
+@torch.no_grad()
+def analytic_gradient(x: torch.Tensor, y: torch.Tensor, linear: nn.Linear) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The MSE of ``linear`` on ``(x, y)`` and its gradient by the seed's hand-derived formula (section 2.1).
+
+    With the residual ``r = x w + b - y`` over N samples::
+
+        cost      = 1/N * sum r^2
+        dcost/dw  = 2/N * sum x (x w + b - y)   = 2/N * r^T x   (one entry per feature)
+        dcost/db  = 2/N * sum (x w + b - y)     = 2/N * sum r
+
+    Returns the cost and the gradients in the order of ``linear.parameters()`` (weight, then bias if any).
+    """
+    residual = linear(x) - y
+    scale = 2.0 / residual.numel()
+    grads = [scale * residual.T @ x]
+    if linear.bias is not None:
+        grads.append(scale * residual.sum(0))
+    return residual.square().mean(), grads
+
+
+class EpochCost(torchmetrics.Metric):
+    """The epoch's mean loss per sample: a sum weighted by batch size, and the count, on the module's device.
+
+    A metric state, so it moves with the module, is summed over ranks under DDP when computed, and (persistent)
+    rides in a mid-epoch checkpoint. Not torchmetrics' MeanMetric: in torchmetrics 1.9 it checks every update for
+    NaN (a host sync per step, and a diverged run's NaN dropped from its cost), and with nan_strategy="disable"
+    it ignores the weights.
+    """
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum", persistent=True)
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum", persistent=True)
+
+    def update(self, loss: torch.Tensor, samples: int) -> None:
+        self.total += loss * samples
+        self.count += samples
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
+
+
 class Regressor(L.LightningModule):
     """Fits ``y_hat = net(x)`` by mean squared error.
 
-    ``gradient=analytic`` replaces back-propagation with the seed's formula ``2/N * sum x (x w - y)``
-    (and ``2/N * sum (x w - y)`` for the bias), applied through the same torch optimizer by manual
-    optimisation. Per-step values are logged only every ``trainer.log_every_n_steps`` steps, since each
-    ``self.log`` call costs about as much as a whole step of this model.
+    ``gradient=autograd`` lets back-propagation find the gradient; ``gradient=analytic`` sets it by the seed's
+    formula (``analytic_gradient``) and applies it through the same torch optimizer by manual optimisation.
+    The loss is logged only every ``trainer.log_every_n_steps`` steps, since each ``self.log`` call costs about
+    as much as a whole step of this model; ``train/cost`` is the epoch's mean loss.
     """
 
     def __init__(
@@ -70,25 +120,21 @@ class Regressor(L.LightningModule):
             for name, size, start in (("x_mean", in_features, 0.0), ("x_std", in_features, 1.0), ("y_mean", 1, 0.0),
                                       ("y_std", 1, 1.0)):
                 self.register_buffer(name, torch.full((size,), start))
+        self.epoch_cost = EpochCost()
         self.val_metrics = torchmetrics.MetricCollection(
             {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()}, prefix="val/"
         )
         self.val_r2 = R2Score()
         self.optimizer_factory = optimizer
         self.automatic_optimization = gradient == "autograd"
-        self.path: list[torch.Tensor] = []  # flat parameters at the logged steps, for the landscape figure
-        self._restored_cost: dict | None = None  # the epoch's running sums from a mid-epoch checkpoint
         self._evaluated_step = None  # (global step, batch) whose loss training_step last computed
 
     @property
     def is_linear(self) -> bool:
         return isinstance(self.net, nn.Linear)
 
-    @property
-    def keeps_path(self) -> bool:
-        """The path is drawn only for one weight (landscape.png); copies of a long weight vector at every
-        logged step would grow without bound."""
-        return self.is_linear and self.net.weight.numel() == 1
+    def configure_callbacks(self):
+        return [Trajectory()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Takes features and gives predictions in the data's own units, whatever the model scales inside."""
@@ -143,87 +189,39 @@ class Regressor(L.LightningModule):
             raise ConfigError("no optimizer given: choose one with optimizer=sgd, momentum, adam or lbfgs")
         return self.optimizer_factory(self.parameters())
 
-    def flat_parameters(self) -> torch.Tensor:
-        """A copy of every parameter in one vector (torch.cat copies), safe to keep across updates; a linear
-        model's in the data's own units."""
-        parameters = [p for p in self.coefficients() if p is not None] if self.is_linear else self.parameters()
-        return torch.cat([p.detach().reshape(-1) for p in parameters])
-
     def on_train_start(self) -> None:
-        if self.keeps_path and not self.path:
-            self.path.append(self.flat_parameters())
-        if self._restored_cost is not None:  # here the module already has its device and dtype
-            self._cost_sum = torch.tensor(self._restored_cost["sum"], device=self.device, dtype=self.dtype)
-            self._seen, self._restored_cost = self._restored_cost["seen"], None
+        # here the module has its device and dtype; a restored mid-epoch cost (loaded before) follows them
+        self.epoch_cost.to(self.device).set_dtype(self.dtype)
 
-    def on_train_epoch_start(self) -> None:
-        self._cost_sum = torch.zeros((), device=self.device, dtype=self.dtype)
-        self._seen = 0
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # A run resumed mid-epoch skips on_train_epoch_start; it carries on with this epoch's running sums.
-        if hasattr(self, "_cost_sum"):
-            checkpoint["epoch_cost"] = {"sum": self._cost_sum.item(), "seen": self._seen}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Lightning restores before it moves the module to its device and precision: a tensor made now would
-        # stay on the CPU in float32, so the numbers wait for on_train_start.
-        self._restored_cost = checkpoint.get("epoch_cost")
+    def on_train_epoch_start(self) -> None:  # not called for an epoch resumed in its middle: its cost goes on
+        self.epoch_cost.reset()
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         # L-BFGS evaluates this step's closure several times: count and log only its first evaluation
         step = (self.global_step, batch_idx)
         first, self._evaluated_step = self._evaluated_step != step, step
-        log_now = first and self._log_this_step()
-        if log_now:  # the parameters this step starts from, copied before the update changes them
-            before = self._parameter_scalars()
-            if self.keeps_path and self.global_step > 0:
-                self.path.append(self.flat_parameters())
+        log_now = first and compat.logs_this_step(self.trainer)
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
-        if self.automatic_optimization:
-            loss = F.mse_loss(self.net(self.scaled(x)), self.scaled_target(y))
-        else:
-            loss = self._analytic_step(x, y)
-        cost = self.in_target_units(loss.detach())
-        if first:
-            self._cost_sum += cost * len(x)
-            self._seen += len(x)
-        if log_now:
-            self.log_dict({"train/loss": cost, **before}, on_step=True, on_epoch=False)
-        return loss
-
-    def _analytic_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        linear, x, y = self.net, self.scaled(x), self.scaled_target(y)
-        with torch.no_grad():
-            residual = linear(x) - y
-            scale = 2.0 / residual.numel()
-            grads = [scale * residual.T @ x]
-            if linear.bias is not None:
-                grads.append(scale * residual.sum(0))
+        x, y = self.scaled(x), self.scaled_target(y)
+        if self.automatic_optimization:  # autograd: Lightning calls backward() and the optimizer's step
+            loss = F.mse_loss(self.net(x), y)
+        else:  # the hand-derived gradient, then the same optimizer's step
+            loss, grads = analytic_gradient(x, y, self.net)
             if self.trainer.world_size > 1:  # DDP averages autograd's gradients; do the same for ours
                 grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
-            for p, g in zip(linear.parameters(), grads):
+            for p, g in zip(self.net.parameters(), grads):
                 p.grad = g
-            loss = residual.square().mean()
-        self.optimizers().step()
+            self.optimizers().step()
+        cost = self.in_target_units(loss.detach())
+        if first:
+            self.epoch_cost.update(cost, len(x))
+        if log_now:
+            self.log("train/loss", cost, on_step=True, on_epoch=False)
         return loss
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self._log_this_step():
-            self.log("train/grad_norm", grad_norm(self, norm_type=2)["grad_2.0_norm_total"])
-            signed = self._gradient_scalars()
-            # straight to the loggers, at the step Lightning gives this step's values: a self.log call costs about
-            # 0.35 ms a key, a third of a whole step of this model, and these are plain per-step numbers
-            for logger in self.loggers if signed else ():
-                logger.log_metrics({tag: g.item() for tag, g in signed.items()}, step=self.global_step)
-
     def on_train_epoch_end(self) -> None:
-        self.log("train/cost", self._cost_sum / self._seen, prog_bar=True, sync_dist=True)
-
-    def on_train_end(self) -> None:
-        if self.keeps_path:
-            self.path.append(self.flat_parameters())
+        self.log("train/cost", self.epoch_cost.compute(), prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -234,28 +232,3 @@ class Regressor(L.LightningModule):
         if batch_idx or len(x) > 1:  # R² needs two samples: a one-sample split has none (every rank alike)
             self.val_r2.update(prediction, y)
             self.log("val/r2", self.val_r2, batch_size=len(x))
-
-    def _log_this_step(self) -> bool:
-        every = self.trainer.log_every_n_steps
-        return every > 0 and (self.global_step + 1) % every == 0
-
-    def _gradient_scalars(self) -> dict[str, torch.Tensor]:
-        """The signed gradient, ``train/grad_w`` and ``train/grad_b``, for a linear model of one weight: the
-        course's ``grad:`` values, at the parameters logged as ``params/w`` and ``params/b`` for the same step."""
-        if not self.is_linear or self.net.weight.numel() != 1:
-            return {}
-        named = (("train/grad_w", self.net.weight), ("train/grad_b", self.net.bias))
-        return {tag: p.grad.detach().reshape(()) for tag, p in named if p is not None and p.grad is not None}
-
-    def _parameter_scalars(self) -> dict[str, torch.Tensor]:
-        """``params/w``, ``params/b`` (indexed when there are several) for a linear model of few weights."""
-        if not self.is_linear or self.net.weight.numel() > 16:
-            return {}
-        scalars = {}
-        for short, p in zip("wb", self.coefficients()):
-            if p is None:
-                continue
-            flat = p.detach().reshape(-1).clone()
-            for i, value in enumerate(flat):
-                scalars[f"params/{short}" if len(flat) == 1 else f"params/{short}_{i}"] = value
-        return scalars

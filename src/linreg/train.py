@@ -4,48 +4,31 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import math
 import time
-import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from linreg import checkpoints, metrics, optimum, summary, validate
+from linreg import checkpoints, compat, metrics, optimum, summary, validate
 from linreg.callbacks import (
     END_GROWTH,
+    CountsToMainProcess,
     DivergenceGuard,
-    Progress,
     growth_floor,
     optimiser_inputs,
     runaway,
     stability_advice,
 )
+from linreg.compat import SIGTERMException, quiet_lightning
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
-
-
-def quiet_lightning() -> None:
-    """Hide Lightning's start-up lines and tips, and warnings about worker processes and batch counts
-    that do not apply to in-memory tensors; real warnings still show."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (
-        ".*does not have many workers.*",
-        ".*smaller than the logging interval.*",
-        ".*across ranks is zero.*",  # no validation set: val_dataloader returns []
-        ".*isinstance.treespec, LeafSpec.*",  # Lightning's own use of a deprecated torch API
-        ".*The dirpath has changed from.*",  # resume= continues into a new run folder on purpose
-        ".*GPU available but not used.*",  # trainer=cpu is a choice; trainer=gpu or trainer=auto use the GPU
-    ):
-        warnings.filterwarnings("ignore", message=message)
+from linreg.trajectory import recorded_path
 
 
 def _number(v) -> bool:
@@ -84,13 +67,13 @@ def predict(model: Regressor, x: torch.Tensor) -> list:
     return out.reshape(-1).tolist()
 
 
-def progress(trainer: L.Trainer) -> tuple[int, int]:
-    """Epochs and steps run, also when they ran in ddp_spawn's worker processes (see Progress)."""
-    metrics = trainer.callback_metrics
-    if "progress/steps" in metrics and trainer.global_step == 0:
-        return int(metrics["progress/epochs"]), int(metrics["progress/steps"])
+def epochs_and_steps(trainer: L.Trainer) -> tuple[int, int]:
+    """Epochs and steps run, also when they ran in ddp_spawn's worker processes (see CountsToMainProcess)."""
+    steps = compat.sent_from_workers(trainer, "counts/steps")
+    if steps is not None and trainer.global_step == 0:
+        return compat.sent_from_workers(trainer, "counts/epochs"), steps
     # a run stopped in on_train_epoch_end (diverged) has processed that epoch, but current_epoch not yet counted it
-    return max(trainer.current_epoch, trainer.fit_loop.epoch_progress.current.processed), trainer.global_step
+    return max(trainer.current_epoch, compat.epochs_processed(trainer)), trainer.global_step
 
 
 def make(node: DictConfig, group: str, **kwargs):
@@ -135,7 +118,7 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     if data.standardize:  # fitted on the training split only; the checkpoint keeps them with the weights
         model.set_standardization(*data.standardization())
     try_optimizer(model)
-    callbacks = [*(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()), Progress()]
+    callbacks = [*(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()), CountsToMainProcess()]
     trainer = make(cfg.trainer, "trainer", logger=make(cfg.logger, "logger"), callbacks=callbacks)
     return data, model, trainer
 
@@ -216,7 +199,8 @@ def start_run(cfg: DictConfig) -> Path:
     return folder
 
 
-def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment, cfg: DictConfig | None = None):
+def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment, cfg: DictConfig | None = None,
+                 path=()):
     """landscape.png (a linear model of one feature) or fitted_curve.png (an MLP), also as TensorBoard images,
     titled with the experiment and its learning rate."""
     from linreg import figures
@@ -226,7 +210,7 @@ def draw_figures(model: Regressor, data: RegressionData, folder: Path, experimen
         figure = figures.fitted_curve(model, data.x_train, data.y_train, title=title)
         figures.save(figure, folder, "fitted_curve", experiment)
         return
-    figure = figures.landscape(data.x_train, data.y_train, model.path, bias=model.hparams.bias, title=title)
+    figure = figures.landscape(data.x_train, data.y_train, list(path), bias=model.hparams.bias, title=title)
     if figure is None:
         print(f"landscape: not drawn for {data.num_features} features (it is a picture of one weight and a bias)")
         return
@@ -272,7 +256,7 @@ def train(cfg: DictConfig) -> dict:
         )
     wall = time.perf_counter() - start
 
-    epochs, steps = progress(trainer)
+    epochs, steps = epochs_and_steps(trainer)
     bias = model.hparams.bias
     final_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
@@ -313,7 +297,7 @@ def train(cfg: DictConfig) -> dict:
         result["error"] = str(error)
     if trainer.is_global_zero:
         summary.write(result, folder)
-        draw_figures(model, data, folder, trainer.logger.experiment, cfg)
+        draw_figures(model, data, folder, trainer.logger.experiment, cfg, recorded_path(trainer))
         scores = {k: result[k] for k in ("final_loss", "excess_loss")}
         scores.update({f"val_{k}": v for k, v in result["metrics"].get("val", {}).items()})
         scores = {k: v for k, v in scores.items() if v is not None and math.isfinite(v)}

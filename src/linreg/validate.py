@@ -141,8 +141,9 @@ def _sweep_reruns_for_every_rank() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
     from linreg.cli import in_multirun
+    from linreg.compat import launches_on_slurm  # here: only a DDP job inside a sweep pays for importing Lightning
 
-    return in_multirun() and not str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher")
+    return in_multirun() and not launches_on_slurm(HydraConfig.get().launcher.get("_target_", ""))
 
 
 def _check_full_batch_optimizer(cfg: DictConfig) -> None:

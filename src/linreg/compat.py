@@ -1,0 +1,109 @@
+"""Every reliance on how Lightning works inside, in one place, each with the version it was checked on.
+
+Nothing here is Lightning's documented API, so an upgrade may move any of it without notice. Each item says
+what it relies on; tests/test_compat.py checks every one of them and fails naming the one that moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+import torch
+from lightning.pytorch.utilities import grad_norm
+
+# relies on Lightning raising this (a SystemExit) between steps once SIGTERM arrived, checked on 2.6.6
+from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: F401  (used through this module)
+
+CHECKED_ON = "2.6.6"
+
+# relies on grad_norm naming the 2-norm over all parameters "grad_2.0_norm_total", checked on 2.6.6
+GRAD_NORM_TOTAL = "grad_2.0_norm_total"
+
+# relies on hydra-submitit-launcher's class name for its SLURM launcher, checked with hydra-submitit-launcher 1.2.0
+SLURM_LAUNCHER = "SlurmLauncher"
+
+# relies on Lightning's start-up lines and tips going through these loggers at INFO, checked on 2.6.6
+START_UP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+# relies on the wording of these warnings (Lightning's, one torch's), checked on 2.6.6 and torch 2.13
+IRRELEVANT_WARNINGS = {
+    "does not have many workers": "in-memory tensors need no worker processes",
+    "smaller than the logging interval": "a short run logs what it has",
+    "across ranks is zero": "no validation set: val_dataloader returns []",
+    "isinstance(treespec, LeafSpec)": "Lightning's own use of a deprecated torch API",
+    "The dirpath has changed from": "resume= continues into a new run folder on purpose",
+    "GPU available but not used": "trainer=cpu is a choice; trainer=gpu or trainer=auto use the GPU",
+}
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's start-up lines and tips, and warnings about worker processes and batch counts
+    that do not apply to in-memory tensors; real warnings still show."""
+    for name in START_UP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for text in IRRELEVANT_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{re.escape(text)}")
+
+
+def completed_batches(trainer) -> int:
+    """How many batches of the current epoch the trainer has completed (not fetched: it reads one ahead).
+    Relies on trainer.fit_loop.epoch_loop.batch_progress.current.completed, checked on 2.6.6."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+def epochs_processed(trainer) -> int:
+    """Epochs whose batches all ran, counting one stopped in on_train_epoch_end, which current_epoch does not.
+    Relies on trainer.fit_loop.epoch_progress.current.processed, checked on 2.6.6."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
+def logs_this_step(trainer) -> bool:
+    """Whether Lightning writes this training step's logged values: its LoggerConnector.should_update_logs
+    (private), asked before the step's optimizer step, without its ``or trainer.should_stop``.
+    Relies on Lightning logging the steps where (step + 1) % log_every_n_steps == 0, checked on 2.6.6."""
+    every = trainer.log_every_n_steps
+    return every > 0 and (trainer.global_step + 1) % every == 0
+
+
+def total_grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The 2-norm of all the module's gradients together, as Lightning's grad_norm computes it."""
+    return grad_norm(module, norm_type=2)[GRAD_NORM_TOTAL]
+
+
+def send_to_main_process(trainer, values: dict[str, int]) -> None:
+    """Put numbers where ddp_spawn's workers send them back to the main process (with the weights).
+    Relies on ddp_spawn copying rank 0's trainer.callback_metrics into the main trainer's, checked on 2.6.6."""
+    for name, value in values.items():
+        trainer.callback_metrics[name] = torch.tensor(value)
+
+
+def sent_from_workers(trainer, name: str) -> int | None:
+    """A number a worker sent with ``send_to_main_process``, or None."""
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else int(value)
+
+
+class ResumableLoader:
+    """What makes Lightning treat a plain iterable as a loader it can shuffle per epoch and resume mid-epoch.
+
+    Relies on, checked on 2.6.6: Lightning calling ``set_epoch`` on a loader's ``sampler`` at every epoch
+    start, also after a restore (fabric's _set_sampler_epoch); looking for a ``batch_sampler`` beside it; and
+    saving and restoring a loader that has ``state_dict`` and ``load_state_dict`` (the _Stateful protocol)
+    with the fit loop's state, so that a checkpoint taken mid-epoch resumes on the very next batch.
+    """
+
+    sampler = None  # an object with set_epoch(epoch)
+    batch_sampler = None  # batches are cut by the loader itself
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+def launches_on_slurm(launcher_target: str) -> bool:
+    """Whether a Hydra launcher's ``_target_`` is the submitit SLURM launcher (whose tasks are the ranks)."""
+    return str(launcher_target).endswith(SLURM_LAUNCHER)
