@@ -9,7 +9,7 @@ import warnings
 import lightning as L
 import pytest
 import torch
-from conftest import compose_config, read_summary
+from conftest import compose_config, read_summary, scalar_tags
 from omegaconf import OmegaConf
 
 from linreg import validate
@@ -203,6 +203,18 @@ def test_resumed_mid_epoch_the_running_cost_lives_where_the_module_does(tmp_path
     assert len(StateWatch.seen) == 56
     for state_device, state_dtype, device, dtype in StateWatch.seen:
         assert (state_device, state_dtype) == (device, dtype) == (torch.device("cpu"), torch.float64)
+
+
+def test_resumed_mid_epoch_the_epoch_cost_is_the_uninterrupted_runs(tmp_path):
+    """The epoch's running cost rides in the mid-epoch checkpoint: the interrupted epoch's train/cost counts the
+    batches before the interruption too, as the uninterrupted run's does."""
+    from linreg.train import train
+
+    train(compose_config(RESUME, tmp_path / "whole"))
+    interrupt_then_resume(tmp_path, RESUME)
+    whole = scalar_tags(tmp_path / "whole")["train/cost"]
+    pieced = scalar_tags(tmp_path / "stopped").get("train/cost", []) + scalar_tags(tmp_path / "resumed")["train/cost"]
+    assert len(whole) == 3 and pieced == pytest.approx(whole, rel=1e-12)
 
 
 @needs_cuda
