@@ -20,8 +20,9 @@ from linreg.model import Regressor
 LIGHTNING = inspect.getfile(L).rsplit("/", 1)[0]
 
 
-def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2):
-    """Fit 6 batches an epoch, calling ``hook(trainer, batch_idx)`` at the start of every batch."""
+def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2, steps_per_call: int = 1, logger=False):
+    """Fit 6 batches an epoch (in chunks of ``steps_per_call``), calling ``hook(trainer, batch_idx)`` at the start
+    of every training step."""
 
     class Watch(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -29,10 +30,11 @@ def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2):
 
     compat.quiet_lightning()
     torch.manual_seed(0)
-    data = RegressionData(source="synthetic", batch_size=4, samples=24, features=1, weight=2.0, bias=1.0, noise=0.1)
+    data = RegressionData(source="synthetic", batch_size=4, samples=24, features=1, weight=2.0, bias=1.0, noise=0.1,
+                          steps_per_call=steps_per_call)
     data.setup()
     model = Regressor(optimizer=functools.partial(torch.optim.SGD, lr=0.01))
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=log_every_n_steps, callbacks=[Watch()])
     trainer.fit(model, datamodule=data)
     return trainer
@@ -59,6 +61,22 @@ def test_our_logged_steps_are_lightnings_should_update_logs(every):
     pairs = []
     fit_and_watch(lambda t, i: pairs.append((compat.logs_this_step(t), t._logger_connector.should_update_logs)), every)
     assert len(pairs) == 12 and all(ours == theirs for ours, theirs in pairs)
+
+
+def test_self_log_writes_at_lightnings_batches_that_stepped_which_we_set_to_the_optimizer_step():
+    """Chunks of 4 and 2 optimizer steps: the epoch's cost is written at the epoch's last optimizer step, 5 and 11,
+    as with one step per training step (Lightning would write it at its count of training steps, 1 and 3)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Steps(CSVLogger):
+        written = []
+
+        def log_metrics(self, metrics, step=None):
+            Steps.written += [(name, step) for name in metrics if name == "train/cost"]
+
+    starts = []
+    fit_and_watch(lambda t, i: starts.append(t.global_step), steps_per_call=4, logger=Steps("/tmp"))
+    assert starts == [0, 4, 6, 10] and Steps.written == [("train/cost", 5), ("train/cost", 11)]
 
 
 def test_grad_norm_names_the_total_2_norm():

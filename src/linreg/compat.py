@@ -60,11 +60,20 @@ def epochs_processed(trainer) -> int:
 
 
 def logs_this_step(trainer) -> bool:
-    """Whether Lightning writes this training step's logged values: its LoggerConnector.should_update_logs
-    (private), asked before the step's optimizer step, without its ``or trainer.should_stop``.
+    """Whether this optimizer step's values are logged: what Lightning's LoggerConnector.should_update_logs
+    (private) says for one optimizer step per training step, asked before the step, without its
+    ``or trainer.should_stop``.
     Relies on Lightning logging the steps where (step + 1) % log_every_n_steps == 0, checked on 2.6.6."""
     every = trainer.log_every_n_steps
     return every > 0 and (trainer.global_step + 1) % every == 0
+
+
+def log_at_optimizer_steps(trainer) -> None:
+    """After a training step that took several optimizer steps: make Lightning's logging step (what ``self.log``
+    values, as the epoch's cost and the validation metrics, are written at) the optimizer step's, as it is with
+    one optimizer step per training step. Relies on Lightning writing them at
+    trainer.fit_loop.epoch_loop._batches_that_stepped and adding 1 to it after on_train_batch_end, checked on 2.6.6."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
 
 
 def total_grad_norm(module: torch.nn.Module) -> torch.Tensor:

@@ -48,6 +48,19 @@ def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Ten
 
 PERMUTE_ON = ("cpu", "device")  # where the shuffled order is drawn; see EpochPermutation
 
+# steps_per_call=auto: enough optimizer steps per training step for about CALL_SECONDS of work, by a cost model
+# of one CPU step of this model (the raw autograd loop, docs/benchmarks.md): STEP_SECONDS plus ROW_SECONDS a
+# row and feature. Lightning's own cost, about 0.5 ms per training step, then falls below a tenth of the work.
+CALL_SECONDS = 5e-3
+STEP_SECONDS = 100e-6
+ROW_SECONDS = 0.02e-6
+
+
+def auto_steps_per_call(rows: int, features: int, batches: int) -> int:
+    """K for ``steps_per_call=auto``: about ``CALL_SECONDS`` of steps of ``rows`` x ``features``, at most an epoch."""
+    wanted = round(CALL_SECONDS / (STEP_SECONDS + ROW_SECONDS * rows * features))
+    return max(1, min(wanted, batches))
+
 
 @torch.no_grad()
 def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,51 +113,84 @@ class EpochPermutation:
 
 
 class TensorBatches(compat.ResumableLoader):
-    """Yields ``(x, y)`` batches of one rank's share of every global batch.
+    """Yields ``(x, y)`` batches of one rank's share of every global batch, or chunks of ``steps_per_call`` of them.
 
     Global batch ``i`` holds samples ``i*B .. (i+1)*B`` of the epoch's order, and rank ``r`` of ``W`` takes
     the ``r``-th of its ``W`` equal parts, so a DDP run sees the same global batches as a single process.
     The one exception: the last, shorter batch of an epoch is cut to a multiple of ``W`` (up to ``W - 1``
     samples an epoch sit out) so that every rank gets the same share.
+
+    With ``steps_per_call=K`` each item is a chunk: K consecutive batches stacked as ``(steps, rows, features)``
+    and cut by one slice or one ``index_select``, for K optimizer steps in one training step (Lightning's
+    fixed cost per step is paid once per chunk). An epoch's last chunk may hold fewer batches, and its last,
+    shorter batch comes as a chunk of its own. Chunks start every K batches, so resuming at a chunk is exact.
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None,
-                 completed_batches=None, permute_on: str = "cpu"):
+                 completed_batches=None, permute_on: str = "cpu", steps_per_call: int | None = None):
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.steps_per_call = steps_per_call
         self.sampler = EpochPermutation(len(x), shuffle, seed, self.x.device, permute_on)
-        self.completed_batches = completed_batches  # () -> how many batches of this epoch the trainer completed
-        self._skip = 0
+        self.completed_batches = completed_batches  # () -> how many items of this epoch the trainer completed
+        self._skip = 0  # batches (not chunks) to skip at the start of the next epoch's iteration
+
+    @property
+    def _per_item(self) -> int:
+        return self.steps_per_call or 1
 
     def state_dict(self) -> dict:
-        """Where a checkpoint taken mid-epoch stands, so Lightning can resume on the very next batch.
+        """Where a checkpoint taken mid-epoch stands, so Lightning can resume on the very next batch or chunk.
 
-        The count comes from the trainer, not from this iterator, which Lightning reads one batch ahead.
+        The count comes from the trainer, not from this iterator, which Lightning reads one item ahead.
         """
-        return {"epoch": self.sampler.epoch, "completed": self.completed_batches() if self.completed_batches else 0}
+        done = self.completed_batches() if self.completed_batches else 0
+        return {"epoch": self.sampler.epoch, "completed": done, "batches_per_item": self._per_item}
 
     def load_state_dict(self, state: dict) -> None:
+        per_item = state.get("batches_per_item", 1)
+        if state["completed"] and per_item != self._per_item:  # Lightning counts the epoch in items, not batches
+            raise ConfigError(
+                f"the checkpoint stopped in the middle of an epoch, after {state['completed']} training steps of "
+                f"{per_item} batches; continue it with data.steps_per_call={per_item} (now {self._per_item})"
+            )
         self.sampler.set_epoch(state["epoch"])
-        self._skip = state["completed"]
+        self._skip = state["completed"] * per_item
+
+    def _batches(self) -> tuple[int, int]:
+        """(full batches, 1 if a shorter last batch follows else 0) in an epoch."""
+        full, rest = divmod(len(self.x), self.batch_size)
+        return full, (1 if rest // self.world_size > 0 else 0)
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.x), self.batch_size)
-        return full + (1 if rest // self.world_size > 0 else 0)
+        full, short = self._batches()
+        if self.steps_per_call is None:
+            return full + short
+        return -(-full // self.steps_per_call) + short
 
     def __iter__(self):
         # One batch of the whole set: its gradient is the same in any order, so skip the permutation and
         # the copy of the set that index_select would make (docs/benchmarks.md: memory).
         order = self.sampler.indices() if self.batch_size < len(self.x) else None
-        n = len(self.x)
-        first, self._skip = self._skip * self.batch_size, 0
-        for start in range(first, len(self) * self.batch_size, self.batch_size):
-            share = (min(start + self.batch_size, n) - start) // self.world_size
-            lo = start + self.rank * share
-            if order is None:
-                yield self.x[lo : lo + share], self.y[lo : lo + share]
-            else:
-                index = order[lo : lo + share]
-                yield self.x.index_select(0, index), self.y.index_select(0, index)
+        full, short = self._batches()
+        first, self._skip = self._skip, 0
+        k = self._per_item
+        for start in range(first, full, k):
+            yield self._cut(order, start, min(k, full - start), self.batch_size)
+        if short and first <= full:
+            yield self._cut(order, full, 1, (len(self.x) - full * self.batch_size))
+
+    def _cut(self, order, batch: int, steps: int, size: int):
+        """``steps`` consecutive global batches of ``size`` from batch number ``batch``: this rank's share."""
+        share = size // self.world_size
+        lo, span = batch * self.batch_size, share * self.world_size  # span == size but for a last, short batch
+        if order is None:
+            x, y = (t[lo : lo + steps * span].reshape(steps, self.world_size, share, -1)[:, self.rank]
+                    for t in (self.x, self.y))
+        else:
+            index = order[lo : lo + steps * span].view(steps, self.world_size, share)[:, self.rank].reshape(-1)
+            x, y = (t.index_select(0, index).view(steps, share, -1) for t in (self.x, self.y))
+        return (x, y) if self.steps_per_call else (x[0], y[0])
 
 
 class RegressionData(L.LightningDataModule):
@@ -167,6 +213,7 @@ class RegressionData(L.LightningDataModule):
         standardize: bool = False,
         seed: int = 0,
         permute_on: str = "cpu",
+        steps_per_call: int | str = "auto",
         **options,
     ):
         super().__init__()
@@ -184,7 +231,10 @@ class RegressionData(L.LightningDataModule):
             )
         if permute_on not in PERMUTE_ON:
             raise ConfigError(f"data.permute_on={permute_on!r} is not known; use one of {list(PERMUTE_ON)}")
+        if steps_per_call != "auto" and (not isinstance(steps_per_call, int) or steps_per_call < 1):
+            raise ConfigError(f"data.steps_per_call={steps_per_call!r} must be a whole number >= 1 or 'auto'")
         self.source, self.batch_size, self.shuffle, self.permute_on = source, batch_size, shuffle, permute_on
+        self.steps_per_call = steps_per_call
         self.val_fraction, self.test_fraction, self.standardize = val_fraction, test_fraction, standardize
         self.seed, self.options = seed, options
         self.x_train = self.y_train = self.x_val = self.y_val = self.x_test = self.y_test = None
@@ -232,10 +282,10 @@ class RegressionData(L.LightningDataModule):
     def global_batch_size(self) -> int:
         return len(self.x_train) if self.batch_size == "full" else self.batch_size
 
-    def _loader(self, x, y, batch_size: int, shuffle: bool) -> TensorBatches:
+    def _loader(self, x, y, batch_size: int, shuffle: bool, steps_per_call: int | None = None) -> TensorBatches:
         trainer = self.trainer
         if trainer is None:
-            return TensorBatches(x, y, batch_size, shuffle, self.seed)
+            return TensorBatches(x, y, batch_size, shuffle, self.seed, steps_per_call=steps_per_call)
         return TensorBatches(
             x,
             y,
@@ -247,7 +297,20 @@ class RegressionData(L.LightningDataModule):
             trainer.strategy.root_device,
             completed_batches=lambda: compat.completed_batches(trainer),
             permute_on=self.permute_on,
+            steps_per_call=steps_per_call,
         )
+
+    def training_steps_per_call(self, world: int = 1, autograd: bool = True) -> int:
+        """K, the optimizer steps one training step takes: ``steps_per_call``, or ``auto``'s choice, at most the
+        epoch's full batches. 1 for autograd under DDP, whose gradient sync runs once per forward of the
+        wrapped module, that is once per training step."""
+        batch = self.global_batch_size()
+        batches = max(1, len(self.x_train) // batch)
+        if world > 1 and autograd:
+            return 1
+        if self.steps_per_call == "auto":
+            return auto_steps_per_call(batch // world, self.num_features, batches)
+        return min(self.steps_per_call, batches)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """TensorBatches cuts its batches on the device already: skip Lightning's walk over every batch."""
@@ -265,7 +328,11 @@ class RegressionData(L.LightningDataModule):
                 f"devices, or {len(self.x_train) % world} of them would never be trained on; change the number "
                 "of samples or of devices"
             )
-        return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle)
+        steps = None  # plain batches for anyone else who reads the training split (grid search, walk-throughs)
+        if self.trainer is not None and self.trainer.training:  # chunks for the fit loop: see Regressor
+            autograd = self.trainer.lightning_module.hparams.get("gradient", "autograd") == "autograd"
+            steps = self.training_steps_per_call(world, autograd)
+        return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle, steps)
 
     def val_dataloader(self):
         if self.x_val is None:

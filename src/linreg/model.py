@@ -1,8 +1,13 @@
 """The LightningModule: a linear model (or an MLP) fitted by MSE, with autograd or the seed's hand gradient.
 
-The lesson in four parts: the forward pass (``forward``), the cost (MSE in ``training_step``), the autograd
-step (Lightning calls backward and the optimizer) and the hand-derived step (``analytic_gradient``). What is
-watched from outside (the path, parameter and gradient scalars) lives in ``linreg.trajectory``.
+The lesson in four parts: the forward pass (``forward``), the cost (MSE in ``fit_batch``), the autograd step
+(backward, then the optimizer) and the hand-derived step (``analytic_gradient``). What is watched from outside
+(the path, parameter and gradient scalars) lives in ``linreg.trajectory``.
+
+Each training step gets a chunk of consecutive batches from the data (``data.steps_per_call``) and takes one
+optimizer step per batch, by manual optimisation: Lightning's fixed cost per training step, about ten times a
+small batch's arithmetic, is paid once per chunk. Every optimizer step is still a step: ``global_step`` counts
+them, and their values are logged at their own step numbers.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from linreg import compat
 from linreg.errors import ConfigError
-from linreg.trajectory import Trajectory
+from linreg.trajectory import Trajectory, log_at_step
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 GRADIENTS = ("autograd", "analytic")
@@ -107,6 +112,7 @@ class Regressor(L.LightningModule):
         hidden: int = 16,
         activation: str = "identity",
         standardize: bool = False,
+        gradient_clip_val: float | None = None,
         optimizer=None,
     ):
         super().__init__()
@@ -114,6 +120,9 @@ class Regressor(L.LightningModule):
             raise ConfigError(f"model.gradient={gradient!r} is not known; use one of {list(GRADIENTS)}")
         if gradient == "analytic" and depth:
             raise ConfigError("model.gradient=analytic is derived for the linear model only: use model.depth=0")
+        clip = gradient_clip_val
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+            raise ConfigError(f"model.gradient_clip_val={gradient_clip_val!r} must be a number > 0, or null for none")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
         if standardize:  # buffers, so the checkpoint carries the scaling with the weights
@@ -126,8 +135,7 @@ class Regressor(L.LightningModule):
         )
         self.val_r2 = R2Score()
         self.optimizer_factory = optimizer
-        self.automatic_optimization = gradient == "autograd"
-        self._evaluated_step = None  # (global step, batch) whose loss training_step last computed
+        self.automatic_optimization = False  # several optimizer steps per training step: see fit_batch
 
     @property
     def is_linear(self) -> bool:
@@ -196,29 +204,43 @@ class Regressor(L.LightningModule):
     def on_train_epoch_start(self) -> None:  # not called for an epoch resumed in its middle: its cost goes on
         self.epoch_cost.reset()
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        # L-BFGS evaluates this step's closure several times: count and log only its first evaluation
-        step = (self.global_step, batch_idx)
-        first, self._evaluated_step = self._evaluated_step != step, step
-        log_now = first and compat.logs_this_step(self.trainer)
+    def training_step(self, chunk, chunk_idx):
+        """One optimizer step for each batch of the chunk, ``(steps, rows, features)``; returns their losses."""
+        optimizer = self.optimizers()
+        return {"loss": torch.stack([self.fit_batch(optimizer, x, y) for x, y in zip(*chunk)])}
+
+    def fit_batch(self, optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on one batch; returns the batch's loss (in the target's units) before the step."""
+        log_now = compat.logs_this_step(self.trainer)  # before the step: global_step is this step's number
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         x, y = self.scaled(x), self.scaled_target(y)
-        if self.automatic_optimization:  # autograd: Lightning calls backward() and the optimizer's step
-            loss = F.mse_loss(self.net(x), y)
-        else:  # the hand-derived gradient, then the same optimizer's step
-            loss, grads = analytic_gradient(x, y, self.net)
-            if self.trainer.world_size > 1:  # DDP averages autograd's gradients; do the same for ours
-                grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
-            for p, g in zip(self.net.parameters(), grads):
-                p.grad = g
-            self.optimizers().step()
+
+        def closure():  # L-BFGS calls it several times a step; every other optimizer once
+            optimizer.zero_grad()
+            if self.hparams.gradient == "autograd":
+                loss = F.mse_loss(self.net(x), y)
+                self.manual_backward(loss)
+            else:  # the hand-derived gradient, applied by the same optimizer
+                loss, grads = analytic_gradient(x, y, self.net)
+                if self.trainer.world_size > 1:  # DDP averages autograd's gradients; do the same for ours
+                    grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
+                for p, g in zip(self.net.parameters(), grads):
+                    p.grad = g
+            if self.hparams.gradient_clip_val is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+            return loss
+
+        step = self.global_step
+        loss = optimizer.step(closure=closure)  # the closure's first loss: the one before the step
         cost = self.in_target_units(loss.detach())
-        if first:
-            self.epoch_cost.update(cost, len(x))
+        self.epoch_cost.update(cost, len(x))
         if log_now:
-            self.log("train/loss", cost, on_step=True, on_epoch=False)
-        return loss
+            log_at_step(self.trainer, {"train/loss": cost}, step)
+        return cost
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # what self.log writes (the epoch's cost, validation) goes at the optimizer step's number too
+        compat.log_at_optimizer_steps(self.trainer)
 
     def on_train_epoch_end(self) -> None:
         self.log("train/cost", self.epoch_cost.compute(), prog_bar=True)
