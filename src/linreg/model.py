@@ -21,7 +21,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from linreg import compat
 from linreg.errors import ConfigError
-from linreg.trajectory import Trajectory, log_at_step
+from linreg.trajectory import StepLog, Trajectory
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 GRADIENTS = ("autograd", "analytic")
@@ -136,6 +136,7 @@ class Regressor(L.LightningModule):
         self.val_r2 = R2Score()
         self.optimizer_factory = optimizer
         self.automatic_optimization = False  # several optimizer steps per training step: see fit_batch
+        self.step_log = StepLog()  # per-step values, written after each training step by Trajectory
 
     @property
     def is_linear(self) -> bool:
@@ -235,7 +236,7 @@ class Regressor(L.LightningModule):
         cost = self.in_target_units(loss.detach())
         self.epoch_cost.update(cost, len(x))
         if log_now:
-            log_at_step(self.trainer, {"train/loss": cost}, step)
+            self.step_log.add(step, {"train/loss": cost})
         return cost
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
