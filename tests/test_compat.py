@@ -20,7 +20,8 @@ from linreg.model import Regressor
 LIGHTNING = inspect.getfile(L).rsplit("/", 1)[0]
 
 
-def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2, steps_per_call: int = 1, logger=False):
+def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2, steps_per_call: int = 1, logger=False,
+                  model_class=Regressor):
     """Fit 6 batches an epoch (in chunks of ``steps_per_call``), calling ``hook(trainer, batch_idx)`` at the start
     of every training step."""
 
@@ -33,7 +34,7 @@ def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2, steps_per_c
     data = RegressionData(source="synthetic", batch_size=4, samples=24, features=1, weight=2.0, bias=1.0, noise=0.1,
                           steps_per_call=steps_per_call)
     data.setup()
-    model = Regressor(optimizer=functools.partial(torch.optim.SGD, lr=0.01))
+    model = model_class(optimizer=functools.partial(torch.optim.SGD, lr=0.01))
     trainer = L.Trainer(max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=log_every_n_steps, callbacks=[Watch()])
     trainer.fit(model, datamodule=data)
@@ -77,6 +78,33 @@ def test_self_log_writes_at_lightnings_batches_that_stepped_which_we_set_to_the_
     starts = []
     fit_and_watch(lambda t, i: starts.append(t.global_step), steps_per_call=4, logger=Steps("/tmp"))
     assert starts == [0, 4, 6, 10] and Steps.written == [("train/cost", 5), ("train/cost", 11)]
+
+
+class Hooked(L.Callback):
+    """Records the global step at every on_before_optimizer_step; asks for every step's hooks when ``every_step``."""
+
+    def __init__(self, every_step: bool):
+        self.every_step, self.seen = every_step, []
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.hooks_every_step = self.every_step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("every_step, expected", [(False, [2, 5, 8, 11]), (True, list(range(12)))])
+def test_a_step_without_hooks_counts_in_global_step_like_lightnings_own(every_step, expected):
+    """Chunks of 6 steps, logged every 3: every step counts in global_step; Lightning's per-step hooks run at the
+    logged steps only, or at all of them when the module asks for hooks_every_step."""
+    hooked = Hooked(every_step)
+
+    class WithHooked(Regressor):
+        def configure_callbacks(self):
+            return [*super().configure_callbacks(), hooked]
+
+    trainer = fit_and_watch(lambda t, i: None, steps_per_call=6, model_class=WithHooked)
+    assert trainer.global_step == 12 and hooked.seen == expected
 
 
 def test_grad_norm_names_the_total_2_norm():

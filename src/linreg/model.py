@@ -84,9 +84,12 @@ class EpochCost(torchmetrics.Metric):
         self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum", persistent=True)
         self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum", persistent=True)
 
-    def update(self, loss: torch.Tensor, samples: int) -> None:
-        self.total += loss * samples
-        self.count += samples
+    def update(self, losses: torch.Tensor, samples: int) -> None:
+        """Add the losses of consecutive steps of ``samples`` each, one at a time: the same sum in the same order
+        however many steps a training step takes."""
+        for loss in losses:
+            self.total += loss * samples
+        self.count += samples * len(losses)
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count
@@ -137,6 +140,7 @@ class Regressor(L.LightningModule):
         self.optimizer_factory = optimizer
         self.automatic_optimization = False  # several optimizer steps per training step: see fit_batch
         self.step_log = StepLog()  # per-step values, written after each training step by Trajectory
+        self.hooks_every_step = False  # a callback that needs Lightning's per-step hooks at every step sets it
 
     @property
     def is_linear(self) -> bool:
@@ -207,20 +211,28 @@ class Regressor(L.LightningModule):
 
     def training_step(self, chunk, chunk_idx):
         """One optimizer step for each batch of the chunk, ``(steps, rows, features)``; returns their losses."""
-        optimizer = self.optimizers()
-        return {"loss": torch.stack([self.fit_batch(optimizer, x, y) for x, y in zip(*chunk)])}
+        optimizer, first = self.optimizers(), self.global_step
+        # Lightning's per-step hooks (on_before_backward, on_before_optimizer_step, ...) cost about 0.1 ms a step,
+        # more than a small batch's arithmetic: they run at the logged steps, and at every step when a callback
+        # asks for them (hooks_every_step) or DDP or mixed precision need Lightning's backward
+        hooks = self.hooks_every_step or not compat.plain_backward(self.trainer)
+        steps = zip(range(first, first + len(chunk[0])), *chunk)
+        losses = torch.stack([self.fit_batch(optimizer, x, y, step, hooks) for step, x, y in steps])
+        self.epoch_cost.update(losses, chunk[0].shape[1])
+        return {"loss": losses}
 
-    def fit_batch(self, optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on one batch; returns the batch's loss (in the target's units) before the step."""
-        log_now = compat.logs_this_step(self.trainer)  # before the step: global_step is this step's number
+    def fit_batch(self, optimizer, x: torch.Tensor, y: torch.Tensor, step: int, hooks: bool = True) -> torch.Tensor:
+        """Optimizer step number ``step`` on one batch; returns the batch's loss (in the target's units) before it."""
+        log_now = compat.logs_this_step(self.trainer, step)
+        hooks = hooks or log_now
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         x, y = self.scaled(x), self.scaled_target(y)
 
         def closure():  # L-BFGS calls it several times a step; every other optimizer once
-            optimizer.zero_grad()
             if self.hparams.gradient == "autograd":
+                optimizer.zero_grad()
                 loss = F.mse_loss(self.net(x), y)
-                self.manual_backward(loss)
+                self.manual_backward(loss) if hooks else loss.backward()
             else:  # the hand-derived gradient, applied by the same optimizer
                 loss, grads = analytic_gradient(x, y, self.net)
                 if self.trainer.world_size > 1:  # DDP averages autograd's gradients; do the same for ours
@@ -231,10 +243,9 @@ class Regressor(L.LightningModule):
                 self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
             return loss
 
-        step = self.global_step
-        loss = optimizer.step(closure=closure)  # the closure's first loss: the one before the step
+        # the closure's first loss: the one before the step
+        loss = optimizer.step(closure=closure) if hooks else compat.step_without_hooks(optimizer, closure)
         cost = self.in_target_units(loss.detach())
-        self.epoch_cost.update(cost, len(x))
         if log_now:
             self.step_log.add(step, {"train/loss": cost})
         return cost

@@ -52,6 +52,7 @@ class CourseTrace(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.enabled:
+            pl_module.hooks_every_step = True  # a grad: line for every optimizer step, not only the logged ones
             self._predict(pl_module, "before")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
