@@ -218,11 +218,12 @@ class Regressor(L.LightningModule):
         hooks = self.hooks_every_step or not compat.plain_backward(self.trainer)
         steps = zip(range(first, first + len(chunk[0])), *chunk)
         losses = torch.stack([self.fit_batch(optimizer, x, y, step, hooks) for step, x, y in steps])
-        self.epoch_cost.update(losses, chunk[0].shape[1])
-        return {"loss": losses}
+        self.epoch_cost.update(self.in_target_units(losses), chunk[0].shape[1])
+        return {"loss": losses}  # in the optimiser's units, as the divergence checks want them
 
     def fit_batch(self, optimizer, x: torch.Tensor, y: torch.Tensor, step: int, hooks: bool = True) -> torch.Tensor:
-        """Optimizer step number ``step`` on one batch; returns the batch's loss (in the target's units) before it."""
+        """Optimizer step number ``step`` on one batch; returns the batch's loss before it, of the scaled target
+        when standardising (``train/loss`` is logged in the target's units)."""
         log_now = compat.logs_this_step(self.trainer, step)
         hooks = hooks or log_now
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
@@ -245,10 +246,10 @@ class Regressor(L.LightningModule):
 
         # the closure's first loss: the one before the step
         loss = optimizer.step(closure=closure) if hooks else compat.step_without_hooks(optimizer, closure)
-        cost = self.in_target_units(loss.detach())
+        loss = loss.detach()
         if log_now:
-            self.step_log.add(step, {"train/loss": cost})
-        return cost
+            self.step_log.add(step, {"train/loss": self.in_target_units(loss)})
+        return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # what self.log writes (the epoch's cost, validation) goes at the optimizer step's number too
