@@ -94,6 +94,7 @@ def test_check_script_runs_every_step_and_goes_on_after_a_failure(tmp_path):
     steps = statuses(out)
     assert list(steps) == [
         "imports", "card", "pytest", "sgd_cpu", "sgd_gpu", "gd_cpu", "gd_gpu", "minibatch_cpu", "minibatch_gpu",
+        "minibatch_k1_gpu",
         "minibatch64_cpu", "minibatch64_gpu", "bf16_gpu", "ddp1_gpu", "ddp2_gpu", "stop_gpu", "resume_gpu",
         "summaries", "tarball", "bench_gpu", "bench_gpu_order",
     ]
