@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from linreg import sources
 from linreg.data import RegressionData
 from linreg.model import Regressor
-from linreg.train import quiet_lightning
+from linreg.runs import quiet_lightning
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = 0.01

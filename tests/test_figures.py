@@ -87,7 +87,8 @@ def test_landscape_of_several_features_is_none():
 
 def test_landscape_of_a_trained_regressor_path(tmp_path):
     """The path a real run records (Regressor.path, on a noisy line with a bias) draws as it is."""
-    from linreg.train import build, quiet_lightning
+    from linreg.runs import quiet_lightning
+    from linreg.train import build
 
     quiet_lightning()
 

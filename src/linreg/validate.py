@@ -15,8 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from linreg.errors import ConfigError, indivisible_batch
 
 
+def finite_number(value) -> float | int | None:
+    """``value`` when it is a finite number, else None (null, NaN, infinity, a bool, a string): the one test
+    of "a number" for configs, summaries and sweep tables."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return finite_number(v) is not None
 
 
 def _whole(v, least: int) -> bool:
