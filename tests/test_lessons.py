@@ -266,7 +266,7 @@ def test_report_draws_the_paths_of_gd_and_sgd_on_one_contour(tmp_path):
 
 def test_the_comparison_draws_every_path_from_its_start(tmp_path):
     from linreg import compare, figures
-    from linreg.sweep_report import load_jobs
+    from linreg.sweep_jobs import load_jobs
 
     sweep = fake_sweep(
         tmp_path,

@@ -21,7 +21,8 @@ from linreg import metrics, sources, validate
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError
 from linreg.prediction import load_model, predict
-from linreg.sweep_report import load_jobs, ranked
+from linreg.sweep_jobs import load_jobs
+from linreg.sweep_ranking import ranked
 
 FEATURES = ["f0", "f1", "f2", "f3", "f4"]
 SCALES = np.array([1e-2, 1e-1, 1.0, 1e1, 1e3])

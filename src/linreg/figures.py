@@ -1,4 +1,5 @@
-"""Pictures of a run: the cost landscape with the optimiser's path, a fitted curve, the grid search's loss.
+"""Pictures of a run: the cost landscape with the optimiser's path, a fitted curve, the grid search's loss;
+and of a sweep, from plain numbers: excess loss against learning rate, and the loss curves.
 
 Matplotlib is imported inside the functions, with the Agg backend, so that importing this module (and
 ``scripts/train.py --help``) stays quick and no run ever needs a display.
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from linreg import optimum
-from linreg.optimum import CHUNK
+from linreg.optimum import line_cost, moments
 
 DPI = 100
 
@@ -26,11 +27,11 @@ def pyplot():
     return plt
 
 
-def save(figure, folder, name: str, logger_experiment=None) -> Path:
+def save(figure, folder, name: str, logger_experiment=None, dpi: int = DPI) -> Path:
     """Write ``<folder>/<name>.png`` and, given a SummaryWriter, the same picture as TensorBoard image ``name``."""
     path = Path(folder) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    figure.savefig(path, dpi=dpi)
     if logger_experiment is not None:
         logger_experiment.add_figure(name, figure, close=False)
     pyplot().close(figure)
@@ -43,27 +44,6 @@ def run_title(cfg) -> str:
         return f"{cfg.name}: {cfg.task}"
     optimizer = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
     return f"{cfg.name}: {optimizer}, lr={cfg.optimizer.lr:g}, batch {cfg.data.batch_size}"
-
-
-@torch.no_grad()
-def moments(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """n and the sums of x, y, x^2, xy, y^2 in float64: all the MSE of a line ``x w + b`` depends on."""
-    gram = torch.zeros(2, 2, dtype=torch.float64)
-    sums = torch.zeros(2, dtype=torch.float64)
-    for start in range(0, len(x), CHUNK):
-        a = torch.cat([x[start : start + CHUNK, :1], y[start : start + CHUNK, :1]], 1).cpu().double()
-        gram += a.T @ a
-        sums += a.sum(0)
-    (sxx, sxy), (_, syy) = gram.tolist()
-    sx, sy = sums.tolist()
-    return {"n": len(x), "x": sx, "y": sy, "xx": sxx, "xy": sxy, "yy": syy}
-
-
-def line_cost(m: dict[str, float], w, b=0.0):
-    """MSE of ``x w + b`` from the moments; works elementwise on tensors, clipped at 0 against rounding."""
-    total = m["xx"] * w * w + 2 * m["x"] * w * b + m["n"] * b * b - 2 * m["xy"] * w - 2 * m["y"] * b + m["yy"]
-    cost = total / m["n"]
-    return cost.clamp(min=0.0) if isinstance(cost, torch.Tensor) else max(cost, 0.0)
 
 
 def span(values: list[float], least: float) -> tuple[float, float]:
@@ -216,4 +196,37 @@ def grid_map(weights, biases, losses, best: tuple[float, float], title: str | No
     ax.plot([best[0]], [best[1]], "*", color="gold", mec="black", ms=14, label=f"best w={best[0]:.4g}, b={best[1]:.4g}")
     ax.set(xlabel="w", ylabel="b", title=_titled(title, "exhaustive search over (w, b)"))
     ax.legend(loc="upper right", fontsize="small")
+    return figure
+
+
+def sweep_figure(points: dict[str, list[tuple[float, float]]], curves: list[dict], hidden: int, floor: float | None):
+    """A sweep's picture from plain numbers. Left: final excess loss against learning rate, log-log, a line per
+    group (``points``: label -> (lr, excess loss) pairs). Right: the loss curves (``curves``: group, tag, x, y,
+    completed), the least-squares ``floor`` dashed when the jobs share it. ``hidden`` jobs had no point to show."""
+    plt = pyplot()
+    colours = plt.get_cmap("tab10")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (label, pairs) in enumerate(points.items()):
+        if pairs:
+            left.plot(*zip(*pairs), "o-", color=colours(i % 10), label=label)
+    for curve in curves:
+        style = "-" if curve["completed"] else ":"
+        right.plot(curve["x"], curve["y"], color=colours(curve["group"] % 10), alpha=0.7, linewidth=1, linestyle=style)
+    left.set(xscale="log", yscale="log", xlabel="learning rate (optimizer.lr)", ylabel="final excess loss")
+    title = "final excess loss over the least-squares optimum"
+    left.set_title(title + (f"\n({hidden} diverged, failed or without lr: not shown)" if hidden else ""))
+    left.grid(True, which="both", alpha=0.3)
+    if any(points.values()):
+        left.legend(fontsize=8)
+    if floor is not None and floor > 0:
+        right.axhline(floor, color="black", linestyle="--", linewidth=1, label="least-squares optimum")
+        right.legend(fontsize=8)
+    tags = {c["tag"] for c in curves}
+    right.set(yscale="log", ylabel="training loss")
+    right.set_xlabel("epoch (train/cost)" if tags == {"train/cost"} else f"epoch or step ({', '.join(sorted(tags))})")
+    right.xaxis.get_major_locator().set_params(integer=True)
+    unfinished = any(not c["completed"] for c in curves)
+    right.set_title("loss curves of all jobs" + (" (dotted: not completed)" if unfinished else ""))
+    right.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
     return figure
