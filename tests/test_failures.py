@@ -69,7 +69,7 @@ def test_bad_csv_names_file_line_and_column(text, tmp_path):
 
 def test_too_few_rows_for_the_validation_split():
     with pytest.raises(ConfigError, match="data.val_fraction=0.2 of 3 samples"):
-        RegressionData("seed", val_fraction=0.2).setup()
+        RegressionData("lesson", val_fraction=0.2).setup()
 
 
 def test_diverging_run_stops_at_once_and_keeps_what_it_wrote(tmp_path):

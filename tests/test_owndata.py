@@ -154,7 +154,7 @@ def test_splits_are_seeded_and_disjoint():
     again.setup()
     assert torch.equal(again.x_test, data.x_test)
     with pytest.raises(ConfigError, match="leave nothing to train on"):
-        RegressionData("seed", val_fraction=0.5, test_fraction=0.5)
+        RegressionData("lesson", val_fraction=0.5, test_fraction=0.5)
 
 
 def test_parquet_gzip_and_excel_bom_give_the_same_tensors(table, tmp_path):

@@ -1,4 +1,4 @@
-"""Back-propagation walked through node by node (seed sections 3.2-3.3): one epoch of SGD, sample by sample.
+"""Back-propagation walked through node by node (lesson sections 3.2-3.3): one epoch of SGD, sample by sample.
 
 For ``y_hat = x w (+ b)`` and ``loss = (y_hat - y)^2`` the graph has three nodes: ``x·w -> y_hat``,
 ``y_hat - y -> r`` and ``r^2 -> loss``. The chain rule multiplies their local derivatives from the loss back

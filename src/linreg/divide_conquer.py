@@ -1,9 +1,9 @@
-"""Divide and conquer (seed section 2, 分治法): shrink an interval around the minimum of the cost, round by round.
+"""Divide and conquer (lesson section 2, 分治法): shrink an interval around the minimum of the cost, round by round.
 
 Each round scores ``k`` evenly spaced candidates inside ``[low, high]`` and keeps the two gaps beside the best
 one, so the interval shrinks by ``(k + 1) / 2`` per round. On a convex cost (a line's MSE is one) the minimum
 is always in the part kept; on a cost with several valleys the first rounds may keep the wrong valley, and the
-search ends in a local minimum: the seed's caveat, shown by ``+experiment=divide_conquer_nonconvex``.
+search ends in a local minimum: the lesson's caveat, shown by ``+experiment=divide_conquer_nonconvex``.
 
 With a bias the search is nested: for every candidate w an inner search finds its best b (all of them at once),
 and the outer search shrinks w on that best cost, which stays convex in w. A box shrunk around the best point

@@ -30,7 +30,7 @@ def data_config(cfg: DictConfig, checkpoint: dict) -> tuple[DictConfig, str]:
         return cfg.data, "data=" + str(cfg.data.get("source", "?"))
     if DATA_KEY not in checkpoint:
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path}: this checkpoint does not record its data; name it, e.g. data=seed"
+            f"ckpt_path={cfg.ckpt_path}: this checkpoint does not record its data; name it, e.g. data=lesson"
         )
     return OmegaConf.create(checkpoint[DATA_KEY]), "the checkpoint's own"
 

@@ -168,7 +168,7 @@ def _model_title(model) -> str:
 
 
 def grid_curve(weights, losses, best: tuple[float, float], title: str | None = None):
-    """The exhaustive search's loss against w (the seed's plot), the best candidate marked."""
+    """The exhaustive search's loss against w (the lesson's plot), the best candidate marked."""
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     ax.plot(weights, losses, "o-", ms=3, color="tab:blue")

@@ -1,4 +1,4 @@
-"""Exhaustive search (seed section 1.4): the MSE of every candidate w, or (w, b), on a grid.
+"""Exhaustive search (lesson section 1.4): the MSE of every candidate w, or (w, b), on a grid.
 
 All candidates are scored at once, batch by batch, as the DataModule serves the training set: a
 LightningModule holds the K candidate lines and adds each batch's squared errors to K float64 sums in
@@ -30,7 +30,7 @@ TABLE_ROWS = 101  # print the per-candidate table up to this many candidates; gr
 
 def candidates(axis: DictConfig | dict, setting: str) -> torch.Tensor:
     """``numpy.arange(start, stop, step)`` in float64, computed the way numpy does, so w = 0.1 * i exactly
-    as the seed's loop has it."""
+    as the lesson's loop has it."""
     try:
         start, stop, step = (float(axis[k]) for k in ("start", "stop", "step"))
     except (KeyError, TypeError, ValueError) as error:

@@ -179,20 +179,39 @@ def _check_full_batch_optimizer(cfg: DictConfig) -> None:
         raise ConfigError("optimizer=lbfgs does not work with mixed precision: use trainer.precision=32-true or 64")
 
 
+def check_values(values: dict) -> None:
+    """The RULES for the settings given (``{"data.batch_size": 0}``), the one wording of each: also for a part
+    built without a composed config, as a library user builds RegressionData."""
+    for key, test, allowed in RULES:
+        if key in values and not test(values[key]):
+            raise ConfigError(f"{key}={values[key]!r} is not allowed: use {allowed}")
+
+
+def check_batch_divides(batch_size, world: int) -> None:
+    """The global batch is cut into one equal share per device, so a whole-number batch must divide by their
+    number (``full`` is checked against the samples, once they are loaded)."""
+    if _whole(batch_size, 1) and batch_size % world:
+        raise indivisible_batch(batch_size, world)
+
+
+def table_file(path) -> Path:
+    """``data.path`` as a file that exists, the one wording of its refusal (checked before the heavy imports,
+    and again by tables.read for a library user who skips this check)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"data.path={str(path)!r}: no such file; point data.path at a CSV or Parquet file")
+    return Path(path)
+
+
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad setting, its value and what is allowed."""
-    for key, test, allowed in RULES:
-        missing = object()
-        value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=False)
-        if value is missing:
-            continue
-        if not test(value):
-            raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+    missing = object()
+    selected = {key: OmegaConf.select(cfg, key, default=missing, throw_on_missing=False) for key, _, _ in RULES}
+    check_values({k: v for k, v in selected.items() if v is not missing})
     _trainer_settings(cfg)
     _check_full_batch_optimizer(cfg)
-    world, batch = world_size(cfg), OmegaConf.select(cfg, "data.batch_size", default=None)
-    if world and _whole(batch, 1) and batch % world:
-        raise indivisible_batch(batch, world)
+    world = world_size(cfg)
+    if world:
+        check_batch_divides(OmegaConf.select(cfg, "data.batch_size", default=None), world)
     if world and world > 1 and _relaunches_per_rank(cfg) and _sweep_reruns_for_every_rank():
         raise ConfigError(
             f"{world} processes with DDP (trainer=ddp, or several trainer.devices, for which Lightning picks ddp) "
@@ -200,12 +219,11 @@ def check(cfg: DictConfig) -> None:
             "use trainer=ddp_spawn with the same trainer.accelerator and trainer.devices (or hydra/launcher=slurm, "
             "where SLURM starts the ranks)"
         )
-    if OmegaConf.select(cfg, "data.source", default=None) == "csv":  # sources.from_csv checks again, for library use
+    if OmegaConf.select(cfg, "data.source", default=None) == "csv":
         path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)  # None when still ???
         if path is None:
             raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
-        if not Path(path).is_file():
-            raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
+        table_file(path)
 
 
 def _trainer_settings(cfg: DictConfig) -> None:
