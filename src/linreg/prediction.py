@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from linreg import tables
 from linreg.errors import ConfigError
 from linreg.model import Regressor
-from linreg.validate import finite_number
+from linreg.validate import check_values, finite_number, inputs_allowed
 
 CHUNK = 65_536
 REQUIRED = {
@@ -110,21 +110,11 @@ def predict(cfg: DictConfig) -> dict:
 
 def prediction_inputs(values, features: int) -> torch.Tensor:
     """``predict.x`` as rows: a number stands for the same value in every feature."""
-    rows = []
-    for v in values if isinstance(values, (list, tuple, ListConfig)) else [None]:
-        if finite_number(v) is not None:
-            rows.append([float(v)] * features)
-        elif isinstance(v, (list, tuple, ListConfig)) and len(v) == features and all(map(finite_number, v)):
-            rows.append([float(u) for u in v])
-        else:
-            rows = []
-            break
-    if not rows:
+    check_values({"predict.x": values})
+    if any(finite_number(v) is None and len(v) != features for v in values):
         shown = OmegaConf.to_container(values) if isinstance(values, ListConfig) else values
-        raise ConfigError(
-            f"predict.x={shown!r} is not allowed: use a list of inputs, each a number (standing for every feature) "
-            f"or a row of {features} numbers, e.g. predict.x=[4.0]"
-        )
+        raise ConfigError(f"predict.x={shown!r} is not allowed: use {inputs_allowed(features)}")
+    rows = [[float(v)] * features if finite_number(v) is not None else list(map(float, v)) for v in values]
     return torch.tensor(rows)
 
 

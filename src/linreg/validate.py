@@ -31,11 +31,21 @@ def _whole(v, least: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
 
+def _is_list(v) -> bool:
+    return isinstance(v, (list, tuple)) or OmegaConf.is_list(v)
+
+
 def _inputs(v) -> bool:
     """``predict.x``: a non-empty list of inputs, each a number or a row of numbers (its width is checked
-    against the data once the data is loaded)."""
-    rows = list(v) if OmegaConf.is_list(v) else None
-    return bool(rows) and all(_number(r) or (OmegaConf.is_list(r) and len(r) and all(map(_number, r))) for r in rows)
+    against the data once the data is loaded: prediction.prediction_inputs)."""
+    rows = list(v) if _is_list(v) else None
+    return bool(rows) and all(_number(r) or (_is_list(r) and len(r) and all(map(_number, r))) for r in rows)
+
+
+def inputs_allowed(features: int | None = None) -> str:
+    """What ``predict.x`` may be: the one wording, before the data is known and once it is."""
+    row = f"a row of {features} numbers" if features else "a row of numbers"
+    return f"a list of inputs, each a number (standing for every feature) or {row}, e.g. predict.x=[4.0]"
 
 
 RULES = [
@@ -60,8 +70,7 @@ RULES = [
     ("seed", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("threads", lambda v: v is None or _whole(v, 1), "a whole number >= 1, or null"),
     ("divergence_bound", lambda v: _number(v) and v > 0, "a number > 0, e.g. 1e10"),
-    ("predict.x", _inputs, "a list of inputs, each a number (standing for every feature) or a row of numbers, "
-                           "e.g. predict.x=[4.0]"),
+    ("predict.x", _inputs, inputs_allowed()),
 ]
 
 
