@@ -1,19 +1,21 @@
 """Pictures of a run: the cost landscape with the optimiser's path, a fitted curve, the grid search's loss;
 and of a sweep, from plain numbers: excess loss against learning rate, and the loss curves.
 
-Matplotlib is imported inside the functions, with the Agg backend, so that importing this module (and
-``scripts/train.py --help``) stays quick and no run ever needs a display.
+Matplotlib (with the Agg backend, so no run ever needs a display) and torch are imported inside the functions
+that use them, so that importing this module stays quick: scripts/report.py draws a sweep's figure from plain
+numbers and needs no torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from linreg import optimum
-from linreg.optimum import line_cost, moments
+if TYPE_CHECKING:
+    import torch
+
 
 DPI = 100
 
@@ -64,6 +66,8 @@ def span(values: list[float], least: float) -> tuple[float, float]:
 
 
 def _as_path(path, width: int) -> torch.Tensor:
+    import torch  # here, not at the top: see landscape
+
     if path is None or len(path) == 0:
         return torch.zeros(0, width, dtype=torch.float64)
     if isinstance(path, (list, tuple)):
@@ -74,7 +78,6 @@ def _as_path(path, width: int) -> torch.Tensor:
     return path[path.isfinite().all(1)]  # a diverged run's last points are inf or NaN
 
 
-@torch.no_grad()
 def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool, title: str | None = None):
     """The MSE over (w, b) around the optimum and the path: a 3-D surface beside a contour map, the path on both.
 
@@ -82,88 +85,95 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool, title: str | N
     of k tensors) of flat parameters [w] or [w, b], as ``Regressor.path`` holds them. Returns None for more
     than one feature, where the cost is no longer a surface one can draw.
     """
-    if x.shape[1] != 1 or y.shape[1] != 1:
-        return None
-    plt = pyplot()
-    m = moments(x, y)
-    best = optimum.least_squares(x, y, bias)
-    best_w, best_b = best["weight"][0], (best["bias"][0] if bias else 0.0)
-    points = _as_path(path, 2 if bias else 1)
-    w_lo, w_hi = span([best_w, *points[:, 0].tolist()], least=2.0)
+    import torch  # here, not at the top: a sweep's report draws with this module and needs no torch
 
-    if not bias:
-        figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
-        ws = torch.linspace(w_lo, w_hi, 400, dtype=torch.float64)
-        ax.plot(ws.numpy(), line_cost(m, ws).numpy(), color="tab:blue", label="cost(w)")
+    from linreg import optimum
+
+    with torch.no_grad():
+        if x.shape[1] != 1 or y.shape[1] != 1:
+            return None
+        plt = pyplot()
+        m = optimum.moments(x, y)
+        best = optimum.least_squares(x, y, bias)
+        best_w, best_b = best["weight"][0], (best["bias"][0] if bias else 0.0)
+        points = _as_path(path, 2 if bias else 1)
+        w_lo, w_hi = span([best_w, *points[:, 0].tolist()], least=2.0)
+
+        if not bias:
+            figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+            ws = torch.linspace(w_lo, w_hi, 400, dtype=torch.float64)
+            ax.plot(ws.numpy(), optimum.line_cost(m, ws).numpy(), color="tab:blue", label="cost(w)")
+            if len(points):
+                pw = points[:, 0]
+                pc = optimum.line_cost(m, pw)
+                ax.plot(pw.numpy(), pc.numpy(), "o-", color="tab:red", ms=3, lw=0.8, label=f"path ({len(pw)} points)")
+                ax.plot(pw[:1].numpy(), pc[:1].numpy(), "s", color="black", ms=6, label="start")
+            ax.plot([best_w], [optimum.line_cost(m, best_w)], "*", color="gold", mec="black", ms=14, label="optimum")
+            ax.set(xlabel="w", ylabel="MSE", title=_titled(title, "cost over w"))
+            ax.legend()
+            return figure
+
+        b_lo, b_hi = span([best_b, *points[:, 1].tolist()], least=2.0)
+        ws = torch.linspace(w_lo, w_hi, 120, dtype=torch.float64)
+        bs = torch.linspace(b_lo, b_hi, 120, dtype=torch.float64)
+        gw, gb = torch.meshgrid(ws, bs, indexing="xy")
+        cost = optimum.line_cost(m, gw, gb)
+        low, high = optimum.line_cost(m, best_w, best_b), cost.max().item()
+        high = max(high, low + 1e-12)  # contour levels must increase, also on a flat cost
+        gw, gb, cost = gw.numpy(), gb.numpy(), cost.numpy()
+        levels = (low + (high - low) * torch.linspace(0, 1, 25) ** 2).tolist()  # dense near the bottom
+
+        figure = plt.figure(figsize=(12, 5), layout="constrained")
+        surface = figure.add_subplot(1, 2, 1, projection="3d")
+        surface.plot_surface(gw, gb, cost, cmap="viridis", alpha=0.75, linewidth=0)
+        contour = figure.add_subplot(1, 2, 2)
+        filled = contour.contourf(gw, gb, cost, levels=levels, cmap="viridis")
+        contour.contour(gw, gb, cost, levels=levels, colors="white", linewidths=0.3)
+        figure.colorbar(filled, ax=contour, label="MSE")
         if len(points):
-            pw = points[:, 0]
-            pc = line_cost(m, pw)
-            ax.plot(pw.numpy(), pc.numpy(), "o-", color="tab:red", ms=3, lw=0.8, label=f"path ({len(pw)} points)")
-            ax.plot(pw[:1].numpy(), pc[:1].numpy(), "s", color="black", ms=6, label="start")
-        ax.plot([best_w], [line_cost(m, best_w)], "*", color="gold", mec="black", ms=14, label="optimum")
-        ax.set(xlabel="w", ylabel="MSE", title=_titled(title, "cost over w"))
-        ax.legend()
+            pc = optimum.line_cost(m, points[:, 0], points[:, 1]).numpy()
+            pw, pb = points[:, 0].numpy(), points[:, 1].numpy()
+            surface.plot(pw, pb, pc, "o-", color="tab:red", ms=2, lw=1)
+            contour.plot(pw, pb, "o-", color="tab:red", ms=2.5, lw=0.8, label=f"path ({len(pw)} points)")
+            contour.plot(pw[:1], pb[:1], "s", color="black", ms=6, label="start")
+        surface.scatter([best_w], [best_b], [low], marker="*", color="gold", s=120, edgecolor="black")
+        contour.plot([best_w], [best_b], "*", color="gold", mec="black", ms=14, label="optimum")
+        surface.set(xlabel="w", ylabel="b", zlabel="MSE", title="Cost surface")
+        contour.set(xlabel="w", ylabel="b", title="Contours of the cost")
+        contour.legend(loc="upper right", fontsize="small")
+        if title:
+            figure.suptitle(title)
         return figure
 
-    b_lo, b_hi = span([best_b, *points[:, 1].tolist()], least=2.0)
-    ws = torch.linspace(w_lo, w_hi, 120, dtype=torch.float64)
-    bs = torch.linspace(b_lo, b_hi, 120, dtype=torch.float64)
-    gw, gb = torch.meshgrid(ws, bs, indexing="xy")
-    cost = line_cost(m, gw, gb)
-    low, high = line_cost(m, best_w, best_b), cost.max().item()
-    high = max(high, low + 1e-12)  # contour levels must increase, also on a flat cost
-    gw, gb, cost = gw.numpy(), gb.numpy(), cost.numpy()
-    levels = (low + (high - low) * torch.linspace(0, 1, 25) ** 2).tolist()  # dense near the bottom
 
-    figure = plt.figure(figsize=(12, 5), layout="constrained")
-    surface = figure.add_subplot(1, 2, 1, projection="3d")
-    surface.plot_surface(gw, gb, cost, cmap="viridis", alpha=0.75, linewidth=0)
-    contour = figure.add_subplot(1, 2, 2)
-    filled = contour.contourf(gw, gb, cost, levels=levels, cmap="viridis")
-    contour.contour(gw, gb, cost, levels=levels, colors="white", linewidths=0.3)
-    figure.colorbar(filled, ax=contour, label="MSE")
-    if len(points):
-        pc = line_cost(m, points[:, 0], points[:, 1]).numpy()
-        pw, pb = points[:, 0].numpy(), points[:, 1].numpy()
-        surface.plot(pw, pb, pc, "o-", color="tab:red", ms=2, lw=1)
-        contour.plot(pw, pb, "o-", color="tab:red", ms=2.5, lw=0.8, label=f"path ({len(pw)} points)")
-        contour.plot(pw[:1], pb[:1], "s", color="black", ms=6, label="start")
-    surface.scatter([best_w], [best_b], [low], marker="*", color="gold", s=120, edgecolor="black")
-    contour.plot([best_w], [best_b], "*", color="gold", mec="black", ms=14, label="optimum")
-    surface.set(xlabel="w", ylabel="b", zlabel="MSE", title="Cost surface")
-    contour.set(xlabel="w", ylabel="b", title="Contours of the cost")
-    contour.legend(loc="upper right", fontsize="small")
-    if title:
-        figure.suptitle(title)
-    return figure
-
-
-@torch.no_grad()
 def fitted_curve(model, x: torch.Tensor, y: torch.Tensor, max_points: int = 2000, title: str | None = None):
     """The data (up to ``max_points`` of it, evenly spread) and the model's curve through it.
 
     With more than one feature, predicted against true values instead, with the line of perfect fit.
     """
-    plt = pyplot()
-    p = next(model.parameters())
-    pick = torch.linspace(0, len(x) - 1, min(len(x), max_points)).round().long()
-    xs, ys = x.cpu()[pick].float(), y.cpu()[pick, 0].float()
-    title = _titled(title, _model_title(model))
-    figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
-    if x.shape[1] == 1:
-        grid = torch.linspace(x.min().item(), x.max().item(), 400).unsqueeze(1)
-        curve = model(grid.to(device=p.device, dtype=p.dtype)).float().cpu()[:, 0]
-        ax.scatter(xs[:, 0].numpy(), ys.numpy(), s=6, alpha=0.4, color="tab:gray", label="data")
-        ax.plot(grid[:, 0].numpy(), curve.numpy(), color="tab:red", lw=2, label="model")
-        ax.set(xlabel="x", ylabel="y", title=title)
-    else:
-        predicted = model(xs.to(device=p.device, dtype=p.dtype)).float().cpu()[:, 0]
-        ax.scatter(ys.numpy(), predicted.numpy(), s=6, alpha=0.4, color="tab:gray", label="samples")
-        lo, hi = ys.min().item(), ys.max().item()
-        ax.plot([lo, hi], [lo, hi], color="tab:red", lw=1, label="perfect fit")
-        ax.set(xlabel="y", ylabel="predicted y", title=title)
-    ax.legend()
-    return figure
+    import torch  # here, not at the top: a sweep's report draws with this module and needs no torch
+
+    with torch.no_grad():
+        plt = pyplot()
+        p = next(model.parameters())
+        pick = torch.linspace(0, len(x) - 1, min(len(x), max_points)).round().long()
+        xs, ys = x.cpu()[pick].float(), y.cpu()[pick, 0].float()
+        title = _titled(title, _model_title(model))
+        figure, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+        if x.shape[1] == 1:
+            grid = torch.linspace(x.min().item(), x.max().item(), 400).unsqueeze(1)
+            curve = model(grid.to(device=p.device, dtype=p.dtype)).float().cpu()[:, 0]
+            ax.scatter(xs[:, 0].numpy(), ys.numpy(), s=6, alpha=0.4, color="tab:gray", label="data")
+            ax.plot(grid[:, 0].numpy(), curve.numpy(), color="tab:red", lw=2, label="model")
+            ax.set(xlabel="x", ylabel="y", title=title)
+        else:
+            predicted = model(xs.to(device=p.device, dtype=p.dtype)).float().cpu()[:, 0]
+            ax.scatter(ys.numpy(), predicted.numpy(), s=6, alpha=0.4, color="tab:gray", label="samples")
+            lo, hi = ys.min().item(), ys.max().item()
+            ax.plot([lo, hi], [lo, hi], color="tab:red", lw=1, label="perfect fit")
+            ax.set(xlabel="y", ylabel="predicted y", title=title)
+        ax.legend()
+        return figure
 
 
 def _titled(title: str | None, what: str) -> str:
@@ -192,6 +202,7 @@ def grid_map(weights, biases, losses, best: tuple[float, float], title: str | No
     """The exhaustive search's loss over (w, b) as a heat map with contours; ``losses`` is (len(w), len(b))."""
     plt = pyplot()
     import matplotlib.colors
+    import torch  # here, not at the top: see landscape
 
     w, b, z = (torch.as_tensor(t, dtype=torch.float64) for t in (weights, biases, losses))
     figure, ax = plt.subplots(figsize=(7, 5), layout="constrained")
