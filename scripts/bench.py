@@ -1,11 +1,12 @@
 """Time an epoch of the project's training path against a hand-written PyTorch loop, side by side.
 
-One process, the same data and device, interleaved repetitions, medians: (a) a raw loop (nn.Linear,
-F.mse_loss, torch.optim.SGD, batches cut from a permuted index), (b) RegressionData + Regressor under a
-Lightning Trainer with the TensorBoard logger on and off, and (c) the usual Lightning setup, a default
-``DataLoader(TensorDataset)`` feeding the same Regressor. Lightning epochs are timed by a callback, so
-the trainer's start-up is left out. Without ``--quick`` it also times ``scripts/train.py +experiment=sgd``
-end to end and measures peak memory on a 1,000,000 x 16 set. See docs/benchmarks.md.
+One process, the same data and device, interleaved repetitions: (a) a raw loop (nn.Linear, F.mse_loss,
+torch.optim.SGD, batches cut from a permuted index), timed by ``torch.utils.benchmark.Timer``; (b)
+RegressionData + Regressor under a Lightning Trainer with the TensorBoard logger on and off, and (c) the usual
+Lightning setup, a default ``DataLoader(TensorDataset)`` feeding the same Regressor, timed epoch by epoch by a
+callback (a Timer would count the trainer's start-up). ``torch.utils.benchmark.Compare`` prints the medians.
+Without ``--quick`` it also runs scripts/bench_footprint.py: ``train.py +experiment=sgd`` end to end, and peak
+memory on a 1,000,000 x 16 set. The targets, and whether a run meets them, are in docs/benchmarks.md.
 
     python scripts/bench.py                   # the defaults: 1,000,000 samples, batches 32,1024,65536,full
     python scripts/bench.py --samples 2000 --batch-sizes 64,full --repeats 1 --epochs 2 --quick
@@ -15,319 +16,151 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from bench_footprint import footprint  # scripts/ is on the path of a script run from it
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torch.utils import benchmark
 from torch.utils.data import DataLoader, TensorDataset
 
 from linreg import sources
+from linreg.compat import quiet_lightning
 from linreg.data import RegressionData
 from linreg.model import Regressor
-from linreg.train import quiet_lightning
 
-ROOT = Path(__file__).resolve().parents[1]
 LR = 0.01
-
-# Targets of issue 5: the largest ratio to the raw loop each batch size may take (project, logging on).
-RAW_RATIO_TARGETS = ((65_536, 1.1), (1_024, 2.0), (32, 2.5), (1, 3.0))
+TITLE = "epoch time, scaled to the whole epoch (*: capped at --max-steps steps; usual: about --usual-samples samples)"
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def make_data(samples: int, features: int, device: str):
-    x, y = sources.synthetic(samples, features, weight=2.0, bias=1.0, noise=0.5, seed=0)
-    return x.to(device), y.to(device)
-
-
-def raw_epoch_times(x, y, batch: int, epochs: int, cap: int, device: str) -> list[float]:
-    """The hand-written loop; an epoch capped at ``cap`` steps is scaled up to the full number of steps."""
+def raw_epoch(x, y, batch: int, cap: int):
+    """The hand-written loop, as a function of no arguments that runs one epoch of at most ``cap`` steps."""
     torch.manual_seed(0)
-    model = nn.Linear(x.shape[1], 1).to(device)
+    model, g = nn.Linear(x.shape[1], 1).to(x.device), torch.Generator().manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    g = torch.Generator().manual_seed(0)
-    n = len(x)
-    steps = math.ceil(n / batch)
-    run = min(steps, cap)
-    times = []
-    for _ in range(epochs):
-        sync(device)
-        start = time.perf_counter()
-        perm = torch.randperm(n, generator=g).to(device)
-        for i in range(0, run * batch, batch):
+
+    def epoch():
+        perm = torch.randperm(len(x), generator=g).to(x.device)
+        for i in range(0, min(math.ceil(len(x) / batch), cap) * batch, batch):
             index = perm[i : i + batch]
-            xb, yb = x[index], y[index]
             optimizer.zero_grad()
-            loss = F.mse_loss(model(xb), yb)
-            loss.backward()
+            F.mse_loss(model(x[index]), y[index]).backward()
             optimizer.step()
-        sync(device)
-        times.append((time.perf_counter() - start) * steps / run)
-    return times
+
+    return epoch
 
 
 class EpochTimer(L.Callback):
-    """Wall time from each epoch's start to the next one's (the last to the end of training): every hook,
-    the logger and the loader's iterator included, the trainer's start-up and teardown not."""
+    """Wall time from each epoch's start to the next one's: every hook, the logger and the loader included."""
 
-    def __init__(self, device: str):
-        self.device, self.marks = device, []
+    def __init__(self):
+        self.marks = []
 
     def on_train_epoch_start(self, trainer, pl_module):
-        sync(self.device)
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
         self.marks.append(time.perf_counter())
 
-    def on_train_end(self, trainer, pl_module):
-        sync(self.device)
-        self.marks.append(time.perf_counter())
-
-    def times(self) -> list[float]:
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+    on_train_end = on_train_epoch_start  # the last epoch ends where training does
 
 
-def lightning_epoch_times(
-    x, y, batch, epochs, cap, device, *, loader, logger, gradient, logdir, permute_on="cpu"
-) -> list[float]:
-    """Fit a Regressor for ``epochs`` epochs on the project's DataModule or on a default DataLoader."""
-    n = len(x)
-    steps = math.ceil(n / batch)
-    run = min(steps, cap)
+def lightning_epochs(x, y, batch, epochs, cap, *, usual=False, logger=True, gradient="autograd", logdir=None,
+                     permute_on="cpu") -> list[float]:
+    """Epoch times of a Regressor fitted on the project's DataModule, or on a default DataLoader (``usual``)."""
     torch.manual_seed(0)
     model = Regressor(in_features=x.shape[1], gradient=gradient, optimizer=functools.partial(torch.optim.SGD, lr=LR))
-    timer = EpochTimer(device)
+    timer, steps = EpochTimer(), math.ceil(len(x) / batch)
     trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        max_epochs=epochs,
-        limit_train_batches=run if run < steps else 1.0,
-        log_every_n_steps=50,
+        accelerator="gpu" if x.is_cuda else "cpu", devices=1, max_epochs=epochs, log_every_n_steps=50,
+        limit_train_batches=cap if cap < steps else 1.0, callbacks=[timer], num_sanity_val_steps=0,
         logger=TensorBoardLogger(logdir, name="", version="") if logger else False,
-        callbacks=[timer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
-    if loader == "project":
+    if usual:  # the usual setup keeps the set on the host
+        loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch, shuffle=True)
+        trainer.fit(model, train_dataloaders=loader)
+    else:
         data = RegressionData(source="synthetic", batch_size=batch, shuffle=True, seed=0, permute_on=permute_on)
         data.x_train, data.y_train = x, y  # the shared tensors: setup() keeps data already there
         trainer.fit(model, datamodule=data)
-    else:
-        dataset = TensorDataset(x.cpu(), y.cpu())  # the usual setup keeps the set on the host
-        trainer.fit(model, train_dataloaders=DataLoader(dataset, batch_size=batch, shuffle=True))
-    return [t * steps / run for t in timer.times()]
+    times = [b - a for a, b in zip(timer.marks, timer.marks[1:])]
+    return [t * steps / min(steps, cap) for t in times[1:] or times]  # the first epoch is warm-up
 
 
-def usual_epoch_times(x, y, batch, epochs, cap_samples, device, logdir) -> list[float]:
-    """The usual setup on about ``cap_samples`` samples per epoch, scaled to the whole set: its cost is per
-    sample. Batches up to ``cap_samples`` are timed on fewer batches, a larger batch on a subset."""
-    n = len(x)
-    if batch <= cap_samples:
-        cap = max(1, math.ceil(cap_samples / batch))
-        return lightning_epoch_times(
-            x, y, batch, epochs, cap, device, loader="usual", logger=True, gradient="autograd", logdir=logdir
+def usual_epochs(x, y, batch, epochs, samples, logdir) -> list[float]:
+    """The usual setup on about ``samples`` samples per epoch, scaled to the whole set: its cost is per sample.
+    A batch up to ``samples`` is timed on fewer batches, a larger one on a subset in one batch."""
+    if batch <= samples:
+        return lightning_epochs(x, y, batch, epochs, max(1, math.ceil(samples / batch)), usual=True, logdir=logdir)
+    times = lightning_epochs(x[:samples], y[:samples], samples, epochs, 1, usual=True, logdir=logdir)
+    return [t * len(x) / samples for t in times]
+
+
+def one_round(args, x, y, b: int, folder: str) -> dict[str, float]:
+    """Every variant at batch size ``b`` once: the median epoch time of each, scaled to the whole epoch."""
+    steps, cap = math.ceil(len(x) / b), args.max_steps
+    project = functools.partial(lightning_epochs, x, y, b, args.epochs, cap, permute_on=args.permute_on)
+    epoch = raw_epoch(x, y, b, cap)
+    epoch()  # warm-up
+    timer = benchmark.Timer("epoch()", globals={"epoch": epoch}, num_threads=torch.get_num_threads())
+    found = {
+        "raw": timer.timeit(max(1, args.epochs - 1)).median * steps / min(steps, cap),
+        "project": statistics.median(project(logdir=os.path.join(folder, "project"))),
+        "project, no logging": statistics.median(project(logger=False)),
+        "usual Lightning": statistics.median(
+            usual_epochs(x, y, b, min(args.epochs, 2), args.usual_samples, os.path.join(folder, "usual"))
+        ),
+    }
+    if b >= 65_536 and not args.no_analytic:
+        found["project, gradient=analytic"] = statistics.median(
+            project(gradient="analytic", logdir=os.path.join(folder, "analytic"))
         )
-    sub = cap_samples
-    times = lightning_epoch_times(
-        x[:sub], y[:sub], sub, epochs, 1, device, loader="usual", logger=True, gradient="autograd", logdir=logdir
-    )
-    return [t * n / sub for t in times]
+    return found
 
 
-def median_after_warmup(times: list[float]) -> float:
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
-def benchmark(args, x, y, batches: list[int]) -> dict:
-    """Every variant for every batch size, one repetition at a time, so drifting load hits all alike."""
-    n = len(x)
-    results = {b: {} for b in batches}
+def measure(args, x, y, batches: list[int]) -> list[benchmark.Measurement]:
+    """Every variant at every batch size, one repetition at a time, so drifting load hits all alike; each
+    variant's medians become a Measurement for Compare."""
+    times = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for b in batches:
-                cap = args.max_steps
-                runs = {
-                    "raw": lambda b=b, cap=cap: raw_epoch_times(x, y, b, args.epochs, cap, args.device),
-                    "project": functools.partial(
-                        lightning_epoch_times, loader="project", logger=True, gradient="autograd",
-                        permute_on=args.permute_on,
-                    ),
-                    "project_nolog": functools.partial(
-                        lightning_epoch_times, loader="project", logger=False, gradient="autograd",
-                        permute_on=args.permute_on,
-                    ),
-                    "usual": lambda x, y, b, epochs, device, logdir: usual_epoch_times(
-                        x, y, b, epochs, args.usual_samples, device, logdir
-                    ),
-                }
-                if b >= 65_536 and not args.no_analytic:
-                    runs["analytic"] = functools.partial(
-                        lightning_epoch_times, loader="project", logger=True, gradient="analytic",
-                        permute_on=args.permute_on,
-                    )
-                for name, fn in runs.items():
-                    if name == "raw":
-                        times = fn()
-                    else:
-                        kwargs = {"logdir": os.path.join(tmp, f"{name}-{b}-{rep}")}
-                        if name != "usual":
-                            kwargs["cap"] = cap
-                        epochs = min(args.epochs, 2) if name == "usual" else args.epochs
-                        times = fn(x, y, b, epochs, device=args.device, **kwargs)
-                    results[b].setdefault(name, []).append(median_after_warmup(times))
-                seconds = ", ".join(f"{name} {v[-1]:.4g} s" for name, v in results[b].items())
-                print(f"  repeat {rep + 1}/{args.repeats}, batch {b}: {seconds}", file=sys.stderr, flush=True)
-    out = {}
-    for b in batches:
-        steps = math.ceil(n / b)
-        row = {name: statistics.median(v) for name, v in results[b].items()}
-        row.update(
-            steps=steps,
-            capped=steps > args.max_steps,
-            usual_capped=n > args.usual_samples,
-        )
-        out[b] = row
-    return out
+                for name, seconds in one_round(args, x, y, b, os.path.join(tmp, f"{b}-{rep}")).items():
+                    times.setdefault((b, name), []).append(seconds)
+                print(f"  repeat {rep + 1}/{args.repeats}, batch {b} done", file=sys.stderr, flush=True)
+    threads = torch.get_num_threads()
+    return [
+        benchmark.Measurement(1, values, benchmark.TaskSpec(
+            "epoch", "", label=TITLE, sub_label=label(b, len(x), args.max_steps), description=name, num_threads=threads
+        ))
+        for (b, name), values in times.items()
+    ]
 
 
-def label(b: int, n: int) -> str:
-    return f"full ({n:,})" if b == n else f"{b:,}"
+def label(b: int, n: int, cap: int) -> str:
+    return (f"full ({n:,})" if b == n else f"{b:,}") + ("*" if math.ceil(n / b) > cap else "")
 
 
-def print_tables(rows: dict, n: int) -> None:
-    print(
-        "| batch | steps/epoch | raw epoch s | raw µs/step | project epoch s (logging on) | project / raw "
-        "| project / raw (logging off) | usual Lightning / raw | project speed-up over usual |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for b, r in rows.items():
-        star = "*" if r["capped"] else ""
-        ustar = "†" if r["usual_capped"] else ""
-        print(
-            f"| {label(b, n)}{star} | {r['steps']:,} | {r['raw']:.4g} | {1e6 * r['raw'] / r['steps']:.1f} "
-            f"| {r['project']:.4g} | {r['project'] / r['raw']:.2f}x | {r['project_nolog'] / r['raw']:.2f}x "
-            f"| {r['usual'] / r['raw']:.1f}x{ustar} | {r['usual'] / r['project']:.1f}x |"
-        )
-    analytic = {b: r for b, r in rows.items() if "analytic" in r}
-    if analytic:
-        print()
-        print("| batch | raw autograd epoch s | project gradient=analytic epoch s (logging on) | analytic / raw |")
-        print("|---|---|---|---|")
-        for b, r in analytic.items():
-            print(f"| {label(b, n)} | {r['raw']:.4g} | {r['analytic']:.4g} | {r['analytic'] / r['raw']:.2f}x |")
-    print()
-    print(
-        "\\* epoch capped at --max-steps steps and scaled to the full epoch; "
-        "† the usual setup timed on about --usual-samples samples per epoch and scaled."
-    )
-
-
-def target_lines(rows: dict, n: int) -> list[str]:
+def ratios(measurements: list[benchmark.Measurement]) -> list[str]:
+    """Each batch size's variants against the raw loop, and the project's speed-up over the usual setup."""
+    rows: dict[str, dict[str, float]] = {}
+    for m in measurements:
+        rows.setdefault(m.task_spec.sub_label, {})[m.task_spec.description] = m.median
     lines = []
-
-    def verdict(ok):
-        return "met" if ok else "NOT met"
-
-    for b, r in rows.items():
-        size = n if b >= n else b
-        limit = next((t for floor, t in RAW_RATIO_TARGETS if size >= floor), None)
-        if limit is not None and (size in (1, 32, 1_024) or size >= 65_536):
-            ratio = r["project"] / r["raw"]
-            lines.append(f"batch {label(b, n)}: project <= {limit}x raw: {ratio:.3f}x: {verdict(ratio <= limit)}")
-        if size >= 1_024:
-            speed = r["usual"] / r["project"]
-            lines.append(f"batch {label(b, n)}: project >= 10x faster than usual: {speed:.1f}x: {verdict(speed >= 10)}")
-        if "analytic" in r:
-            ratio = r["analytic"] / r["raw"]
-            lines.append(f"batch {label(b, n)}: analytic faster than raw autograd: {ratio:.2f}x: {verdict(ratio < 1)}")
+    for row, t in rows.items():
+        against = ", ".join(f"{name} {v / t['raw']:.2f}x" for name, v in t.items() if name != "raw")
+        speed_up = t["usual Lightning"] / t["project"]
+        lines.append(f"batch {row}: against raw: {against}; project over usual: {speed_up:.1f}x")
     return lines
-
-
-def end_to_end(repeats: int = 3) -> dict:
-    """Median wall time of `scripts/train.py +experiment=sgd` and of `python -c "import lightning, hydra"`."""
-    commands = {
-        "train": [sys.executable, str(ROOT / "scripts" / "train.py"), "+experiment=sgd"],
-        "import": [sys.executable, "-c", "import lightning, hydra"],
-    }
-    times = {name: [] for name in commands}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(repeats):
-            for name, command in commands.items():
-                start = time.perf_counter()
-                done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-                times[name].append(time.perf_counter() - start)
-                if done.returncode:
-                    raise RuntimeError(f"{command} failed:\n{done.stderr[-2000:]}")
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
-def current_rss() -> int:
-    """Resident bytes now (Linux), else the peak so far."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss()
-
-
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
-def memory_child(samples: int, features: int, batch: int | str, epochs: int) -> None:
-    """Run in a fresh process: RSS after the imports, then peak RSS after training on a new set."""
-    base = current_rss()
-    base_peak = peak_rss()
-    x, y = make_data(samples, features, "cpu")
-    data_bytes = x.nbytes + y.nbytes
-    data = RegressionData(source="synthetic", batch_size=batch, shuffle=True, seed=0)
-    data.x_train, data.y_train = x, y
-    model = Regressor(in_features=features, optimizer=functools.partial(torch.optim.SGD, lr=LR))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, datamodule=data)
-    print(json.dumps({"baseline": base, "baseline_peak": base_peak, "data": data_bytes, "peak": peak_rss()}))
-
-
-def memory(batches: list, threads: int | None) -> dict:
-    out = {}
-    for batch in batches:
-        command = [sys.executable, __file__, "--memory-child", str(batch)]
-        if threads:
-            command += ["--threads", str(threads)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"memory check failed:\n{done.stderr[-2000:]}")
-        out[batch] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
-
-
-def parse_batches(text: str, samples: int) -> list[int]:
-    return [samples if part.strip() == "full" else int(part) for part in text.split(",")]
 
 
 def main(argv=None) -> int:
@@ -345,66 +178,20 @@ def main(argv=None) -> int:
     parser.add_argument("--no-analytic", action="store_true", help="leave out the gradient=analytic rows")
     parser.add_argument("--threads", type=int, default=None, help="torch threads; default: torch's choice")
     parser.add_argument("--quick", action="store_true", help="skip the end-to-end and memory checks")
-    parser.add_argument("--memory-child", metavar="BATCH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-    if args.memory_child:
-        batch = "full" if args.memory_child == "full" else int(args.memory_child)
-        memory_child(1_000_000, 16, batch, epochs=2)
-        return 0
-
-    print(
-        f"# {args.samples:,} samples x {args.features} features on {args.device} (order drawn on "
-        f"{args.permute_on}), torch {torch.__version__}, "
-        f"lightning {L.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s); "
-        f"median of {args.repeats} repeat(s) of epochs 2..{args.epochs}"
-    )
-    x, y = make_data(args.samples, args.features, args.device)
-    batches = parse_batches(args.batch_sizes, args.samples)
-    rows = benchmark(args, x, y, batches)
-    print()
-    print_tables(rows, args.samples)
-    lines = target_lines(rows, args.samples)
-
-    if not args.quick:
-        e2e = end_to_end()
-        ratio = e2e["train"] / e2e["import"]
-        print()
-        print(
-            f"end to end: scripts/train.py +experiment=sgd {e2e['train']:.2f} s, "
-            f"python -c 'import lightning, hydra' {e2e['import']:.2f} s: {ratio:.2f}x (median of 3)"
-        )
-        lines.append(
-            f"train.py +experiment=sgd <= 1.5x import lightning, hydra: {ratio:.2f}x: "
-            f"{'met' if ratio <= 1.5 else 'NOT met'}"
-        )
-        mem = memory([65_536, "full"], args.threads)
-        print()
-        print(
-            "| memory, 1,000,000 x 16, 2 epochs | data MB | baseline RSS MB | peak RSS MB "
-            "| peak / (1.5 x data + baseline) |"
-        )
-        print("|---|---|---|---|---|")
-        for batch, m in mem.items():
-            bound = 1.5 * m["data"] + m["baseline"]
-            print(
-                f"| batch {batch} | {m['data'] / 2**20:.0f} | {m['baseline'] / 2**20:.0f} "
-                f"| {m['peak'] / 2**20:.0f} | {m['peak'] / bound:.2f} |"
-            )
-            ok = m["peak"] < bound
-            lines.append(
-                f"memory at batch {batch}: peak RSS < 1.5x data + baseline: {m['peak'] / bound:.2f}: "
-                f"{'met' if ok else 'NOT met'}"
-            )
-
-    print()
-    print("targets:")
-    for line in lines:
-        print(f"- {line}")
+    print(f"# {args.samples:,} samples x {args.features} features on {args.device} (order drawn on {args.permute_on}), "
+          f"torch {torch.__version__}, lightning {L.__version__}, {os.cpu_count()} CPU(s); median of {args.repeats} "
+          f"repeat(s) of epochs 2..{args.epochs}")
+    x, y = (t.to(args.device) for t in sources.synthetic(args.samples, args.features, 2.0, 1.0, 0.5, seed=0))
+    batches = [args.samples if part.strip() == "full" else int(part) for part in args.batch_sizes.split(",")]
+    measurements = measure(args, x, y, batches)
+    benchmark.Compare(measurements).print()
+    print("\n".join(ratios(measurements) + ([] if args.quick else footprint(args.threads))))
+    print("the targets, and how a run compares with them: docs/benchmarks.md")
     return 0
 
 

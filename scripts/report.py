@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from linreg.errors import ConfigError
-from linreg.sweep_report import DPI, newest_sweep, report
+from linreg.sweep_jobs import newest_sweep
+from linreg.sweep_report import DPI, report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,8 @@ def collapse(net: torch.nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_deep_identity_mlp_is_linear_regression(tmp_path):
-    from linreg.train import build, quiet_lightning
+    from linreg.compat import quiet_lightning
+    from linreg.train import build
 
     quiet_lightning()
 

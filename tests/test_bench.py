@@ -1,7 +1,12 @@
-"""scripts/bench.py at toy sizes: it runs and prints its table. No timing is asserted: CI machines are noisy."""
+"""scripts/bench.py at toy sizes: it runs and prints its table. No timing is asserted: CI machines are noisy,
+and the targets live in docs/benchmarks.md."""
+
+import re
 
 import pytest
 from conftest import script
+
+VARIANTS = ("raw", "project", "project, no logging", "usual Lightning")
 
 
 @pytest.mark.slow
@@ -14,8 +19,14 @@ def test_bench_prints_its_table(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert any(line.startswith("| batch | steps/epoch | raw epoch s") for line in lines), done.stdout
-    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "---" not in line}
-    assert {"64", "full (2,000)"} <= set(rows), done.stdout
-    assert rows["64"].count("x |") == 4  # project, project without logging, usual, speed-up over usual
-    assert "targets:" in done.stdout and "end to end" not in done.stdout
+    header = next((line for line in lines if line.strip().startswith("|") and "raw" in line), None)
+    assert header is not None and [c.strip() for c in header.split("|")[1:]] == list(VARIANTS), done.stdout
+    rows = {line.split("|")[0].strip(): line for line in lines if "|" in line and line is not header}
+    for row in ("64", "full (2,000)"):  # a positive time in every column (torch.utils.benchmark.Compare's table)
+        cells = [c.strip() for c in rows[row].split("|")[1:]]
+        assert len(cells) == len(VARIANTS) and all(float(c) > 0 for c in cells), rows
+    for row in ("64", "full (2,000)"):  # the ratios to the raw loop, computed from the same medians
+        ratio = next(line for line in lines if line.startswith(f"batch {row}: against raw: "))
+        expected = r"project [\d.]+x, project, no logging [\d.]+x, usual Lightning [\d.]+x; project over usual"
+        assert re.search(expected, ratio), ratio
+    assert "docs/benchmarks.md" in done.stdout and "end to end" not in done.stdout

@@ -8,8 +8,8 @@ from linreg.data import RegressionData, TensorBatches
 from linreg.errors import ConfigError
 
 
-def test_seed_source_is_the_lesson_data():
-    x, y = sources.seed()
+def test_lesson_source_is_the_lesson_data():
+    x, y = sources.lesson()
     assert x.reshape(-1).tolist() == [1.0, 2.0, 3.0]
     assert y.reshape(-1).tolist() == [2.0, 4.0, 6.0]
 
@@ -70,7 +70,7 @@ def test_validation_split_is_disjoint_and_sized():
 
 
 def test_full_batch_is_the_whole_training_set():
-    data = RegressionData("seed", batch_size="full")
+    data = RegressionData("lesson", batch_size="full")
     data.setup()
     assert len(list(data.train_dataloader())) == 1
 
@@ -87,7 +87,35 @@ def test_csv_source_reads_named_columns(tmp_path):
 def test_bad_loader_settings_name_the_setting(option):
     key, value = option.split("=")
     with pytest.raises(ConfigError, match=f"data.{key}"):
-        RegressionData("seed", **{key: eval(value)})
+        RegressionData("lesson", **{key: eval(value)})
+
+
+def test_data_seed_still_composes_the_lesson_with_one_note(tmp_path, capsys, monkeypatch):
+    from conftest import compose_config
+    from hydra.utils import instantiate
+
+    monkeypatch.setattr(RegressionData, "_named_seed", False)
+    old, new = (compose_config([f"data={name}"], tmp_path).data for name in ("seed", "lesson"))
+    assert old.source == "seed" and new.source == "lesson"
+    assert {k: v for k, v in old.items() if k != "source"} == {k: v for k, v in new.items() if k != "source"}
+    for _ in range(2):
+        data = instantiate(old)
+        data.setup()
+        assert torch.equal(data.x_train, sources.lesson()[0]) and torch.equal(data.y_train, sources.lesson()[1])
+    assert capsys.readouterr().out.count("data=seed is now data=lesson") == 1
+
+
+@pytest.mark.parametrize("key, value", [("batch_size", 0), ("val_fraction", 1.5), ("permute_on", "gpu")])
+def test_the_config_check_and_the_datamodule_word_a_rule_alike(tmp_path, key, value):
+    from conftest import compose_config
+
+    from linreg.validate import check
+
+    with pytest.raises(ConfigError) as by_constructor:
+        RegressionData("lesson", **{key: value})
+    with pytest.raises(ConfigError) as by_check:
+        check(compose_config([f"++data.{key}={value}"], tmp_path))
+    assert str(by_constructor.value) == str(by_check.value)
 
 
 def test_unknown_source_option_is_named():

@@ -69,7 +69,7 @@ def test_bad_csv_names_file_line_and_column(text, tmp_path):
 
 def test_too_few_rows_for_the_validation_split():
     with pytest.raises(ConfigError, match="data.val_fraction=0.2 of 3 samples"):
-        RegressionData("seed", val_fraction=0.2).setup()
+        RegressionData("lesson", val_fraction=0.2).setup()
 
 
 def test_diverging_run_stops_at_once_and_keeps_what_it_wrote(tmp_path):
@@ -140,5 +140,13 @@ def test_analytic_gradient_under_mixed_precision_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_resume_takes_no_other_settings(tmp_path):
-    done = script("train.py", f"resume={tmp_path}", "optimizer.lr=0.5", cwd=tmp_path, timeout=60)
-    assert done.returncode == 2 and "resume=" in done.stderr and "Traceback" not in done.stderr
+    run = tmp_path / "run"  # what resume= checks before the other settings: a saved config and a last checkpoint
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("name: sgd\n")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"not read before the settings are refused")
+    done = script("train.py", f"resume={run}", "optimizer.lr=0.5", cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "takes no other settings (optimizer.lr=0.5)" in done.stderr
+    assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in done.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == "name: sgd\n"  # nothing of the old run is touched

@@ -7,7 +7,7 @@ import torch
 from conftest import compose_config
 from torch.utils.tensorboard import SummaryWriter
 
-from linreg import figures
+from linreg import figures, optimum
 from linreg.model import Regressor
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -52,10 +52,10 @@ def descent(x, y, steps=30, lr=0.1, bias=True):
 
 def test_cost_from_moments_is_the_mse():
     x, y = line()
-    m = figures.moments(x, y)
+    m = optimum.moments(x, y)
     for w, b in [(0.0, 0.0), (2.0, 1.0), (-3.5, 7.25)]:
         direct = ((x.double() * w + b - y.double()) ** 2).mean().item()
-        assert figures.line_cost(m, w, b) == pytest.approx(direct, rel=1e-12)
+        assert optimum.line_cost(m, w, b) == pytest.approx(direct, rel=1e-12)
 
 
 def test_landscape_with_bias_is_saved_as_png_and_tensorboard_image(tmp_path):
@@ -87,7 +87,8 @@ def test_landscape_of_several_features_is_none():
 
 def test_landscape_of_a_trained_regressor_path(tmp_path):
     """The path a real run records (Trajectory.path, on a noisy line with a bias) draws as it is."""
-    from linreg.train import build, quiet_lightning
+    from linreg.compat import quiet_lightning
+    from linreg.train import build
     from linreg.trajectory import recorded_path
 
     quiet_lightning()

@@ -239,7 +239,7 @@ def test_a_cpu_run_on_a_gpu_host_does_not_warn_about_the_gpu(monkeypatch):
     from lightning.pytorch.accelerators import CUDAAccelerator
     from lightning.pytorch.trainer.setup import _log_device_info
 
-    from linreg.train import quiet_lightning
+    from linreg.compat import quiet_lightning
 
     monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)

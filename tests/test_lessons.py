@@ -250,6 +250,7 @@ def fake_sweep(tmp_path, jobs: dict[str, list[str]]):
     return sweep
 
 
+@pytest.mark.slow  # a sweep: two runs, their events read back, the whole report drawn
 def test_report_draws_the_paths_of_gd_and_sgd_on_one_contour(tmp_path):
     from test_figures import assert_picture
 
@@ -266,7 +267,7 @@ def test_report_draws_the_paths_of_gd_and_sgd_on_one_contour(tmp_path):
 
 def test_the_comparison_draws_every_path_from_its_start(tmp_path):
     from linreg import compare, figures
-    from linreg.sweep_report import load_jobs
+    from linreg.sweep_jobs import load_jobs
 
     sweep = fake_sweep(
         tmp_path,
@@ -293,6 +294,7 @@ def torch_x():
     return torch.linspace(-1, 1, 20).unsqueeze(1)
 
 
+@pytest.mark.slow  # a sweep: two runs and the whole report
 def test_no_comparison_for_jobs_on_different_data(tmp_path):
     from linreg.sweep_report import report
 

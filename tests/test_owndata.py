@@ -21,7 +21,8 @@ from linreg import metrics, sources, validate
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError
 from linreg.prediction import load_model, predict
-from linreg.sweep_report import load_jobs, ranked
+from linreg.sweep_jobs import load_jobs
+from linreg.sweep_ranking import ranked
 
 FEATURES = ["f0", "f1", "f2", "f3", "f4"]
 SCALES = np.array([1e-2, 1e-1, 1.0, 1e1, 1e3])
@@ -153,7 +154,7 @@ def test_splits_are_seeded_and_disjoint():
     again.setup()
     assert torch.equal(again.x_test, data.x_test)
     with pytest.raises(ConfigError, match="leave nothing to train on"):
-        RegressionData("seed", val_fraction=0.5, test_fraction=0.5)
+        RegressionData("lesson", val_fraction=0.5, test_fraction=0.5)
 
 
 def test_parquet_gzip_and_excel_bom_give_the_same_tensors(table, tmp_path):

@@ -24,6 +24,7 @@ def numbers(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "wall_time_s"}
 
 
+@pytest.mark.slow  # three runs end to end, one stopped by a signal and resumed
 def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path):
     whole = train(compose_config(RUN, tmp_path / "whole"))
     stopped = tmp_path / "stopped"
@@ -55,10 +56,11 @@ def test_starting_from_a_checkpoint_predicts_from_its_weights(run_train):
 
 
 def test_same_seed_gives_identical_numbers_and_other_seeds_other_orders(tmp_path):
-    first = train(compose_config(RUN, tmp_path / "a"))
-    second = train(compose_config(RUN, tmp_path / "b"))
+    run = [*RUN, "trainer.max_epochs=2"]  # two epochs: the second one's order is drawn anew
+    first = train(compose_config(run, tmp_path / "a"))
+    second = train(compose_config(run, tmp_path / "b"))
     assert numbers(first) == numbers(second)
-    other = train(compose_config([*RUN, "seed=1"], tmp_path / "c"))
+    other = train(compose_config([*run, "seed=1"], tmp_path / "c"))
     assert other["weight"] != first["weight"]
     orders = [EpochPermutation(100, True, seed).indices() for seed in (0, 1)]
     assert not torch.equal(*orders)

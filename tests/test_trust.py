@@ -136,9 +136,9 @@ def test_badly_scaled_features_get_a_diagnosis_not_only_a_tiny_lr(tmp_path):
 
 
 def test_last_checkpoint_is_the_final_state_and_eval_reproduces_the_summary(run_train):
-    result, folder = run_train(["+experiment=minibatch", "optimizer.lr=0.5"])
+    result, folder = run_train(["+experiment=minibatch", "optimizer.lr=0.5", "trainer.max_epochs=3"])
     last = folder / "checkpoints" / "last.ckpt"
-    assert result["status"] == "completed" and step_of(last) == result["steps"] == 640
+    assert result["status"] == "completed" and step_of(last) == result["steps"] == 3 * 32
     scored = evaluate(eval_config(f"ckpt_path={last}"))
     assert scored["data"]["from"] == "the checkpoint's own" and scored["data"]["source"] == "synthetic"
     assert scored["loss"] == pytest.approx(result["final_loss"], rel=1e-6)
@@ -195,9 +195,9 @@ def test_a_resumed_config_that_no_longer_validates_is_one_line(run_train, tmp_pa
 def test_eval_names_the_data_it_scored_on(run_train):
     result, folder = run_train(["data=nonlinear", "data.samples=64", "trainer.max_epochs=2"])
     own = evaluate(eval_config(f"ckpt_path={folder}/checkpoints/last.ckpt"))
-    seed = evaluate(eval_config(f"ckpt_path={folder}/checkpoints/last.ckpt", "data=seed"))
-    assert own["data"]["source"] == "nonlinear" and seed["data"]["from"] == "data=seed"
-    assert own["loss"] == pytest.approx(result["final_loss"], rel=1e-6) and seed["loss"] != own["loss"]
+    lesson = evaluate(eval_config(f"ckpt_path={folder}/checkpoints/last.ckpt", "data=lesson"))
+    assert own["data"]["source"] == "nonlinear" and lesson["data"]["from"] == "data=lesson"
+    assert own["loss"] == pytest.approx(result["final_loss"], rel=1e-6) and lesson["loss"] != own["loss"]
 
 
 # 3. experiments compose with every data source ----------------------------------------------------------------

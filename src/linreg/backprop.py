@@ -1,4 +1,4 @@
-"""Back-propagation walked through node by node (seed sections 3.2-3.3): one epoch of SGD, sample by sample.
+"""Back-propagation walked through node by node (lesson sections 3.2-3.3): one epoch of SGD, sample by sample.
 
 For ``y_hat = x w (+ b)`` and ``loss = (y_hat - y)^2`` the graph has three nodes: ``x·w -> y_hat``,
 ``y_hat - y -> r`` and ``r^2 -> loss``. The chain rule multiplies their local derivatives from the loss back
@@ -12,13 +12,14 @@ import time
 import warnings
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from linreg import optimum, summary
+from linreg import optimum
 from linreg.errors import ConfigError
 from linreg.model import build_net
+from linreg.prediction import predict_values, prediction_inputs, prediction_rows
+from linreg.runs import finish, make, start_run
 
 MAX_SAMPLES = 1000  # every sample prints about ten lines
 
@@ -189,24 +190,22 @@ def _lines(s: dict, lr: float, plain_sgd: bool, optimizer: str) -> list[str]:
     return lines
 
 
-def _log_to_tensorboard(cfg: DictConfig, records: list, net: nn.Module, x, y) -> None:
-    """The graph of one sample's loss in the Graphs tab, and every sample's values as scalars by sample number."""
-    logger = instantiate(cfg.logger)
+def _log_to_tensorboard(cfg: DictConfig, records: list, net: nn.Module, x, y):
+    """The graph of one sample's loss in the Graphs tab, and every sample's values as scalars by sample number;
+    returns the logger, for runs.finish to add the HParams entry and close it."""
+    logger = make(cfg.logger, "logger")
     with warnings.catch_warnings():  # add_graph traces with torch.jit.trace, which torch 2.9+ calls deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
         logger.experiment.add_graph(SampleLoss(net), (x[:1], y[:1]))
     for s in records:
         logger.log_metrics({f"backprop/{k}": v for k, v in s.items() if k != "sample"}, step=s["sample"])
-    logger.log_hyperparams(summary.hparams(cfg))
-    logger.finalize("success")
+    return logger
 
 
 def run(cfg: DictConfig) -> dict:
     """Walk one epoch; write summary.json (with ``backprop``: one entry per sample) and the TensorBoard events."""
-    from linreg.train import predict, prediction_inputs, prediction_rows, start_run
-
     folder = start_run(cfg)
-    data = instantiate(cfg.data)
+    data = make(cfg.data, "data")
     data.setup("fit")
     if data.num_features != 1:
         raise ConfigError(
@@ -231,17 +230,17 @@ def run(cfg: DictConfig) -> dict:
     dtype = _dtype(cfg)
     net = build_net(1, bias, depth, 1, activation, w0, b0).to(dtype)  # the model at its start
     query = prediction_inputs(cfg.predict.x, 1)
-    before = predict(net, query)
+    before = predict_values(net, query)
     xs, ys = (t.to(dtype) for t in _epoch(data))
     start = time.perf_counter()
     if depth:
-        records = walk_hidden(xs, ys, w0, activation, instantiate(cfg.optimizer), dtype)
+        records = walk_hidden(xs, ys, w0, activation, make(cfg.optimizer, "optimizer"), dtype)
         final = [records[-1]["w1_after"], records[-1]["w2_after"]]
     else:
-        records = walk(xs, ys, w0, b0, instantiate(cfg.optimizer), dtype)
+        records = walk(xs, ys, w0, b0, make(cfg.optimizer, "optimizer"), dtype)
         final = [records[-1]["w_after"], *([records[-1]["b_after"]] if bias else [])]
     wall = time.perf_counter() - start
-    _log_to_tensorboard(cfg, records, net, xs, ys)  # the graph of the model at its start
+    logger = _log_to_tensorboard(cfg, records, net, xs, ys)  # the graph of the model at its start
     with torch.no_grad():
         for p, value in zip(net.parameters(), final):
             p.fill_(value)
@@ -255,7 +254,7 @@ def run(cfg: DictConfig) -> dict:
         "excess_loss": final_loss - best["loss"],
         "weight": None if depth else [final[0]],
         "bias": [final[1]] if bias else None,
-        "predictions": {"x": prediction_rows(query), "before": before, "after": predict(net, query)},
+        "predictions": {"x": prediction_rows(query), "before": before, "after": predict_values(net, query)},
         "optimum": best,
         "backprop": records,
         "epochs": 1,
@@ -263,8 +262,7 @@ def run(cfg: DictConfig) -> dict:
         "wall_time_s": wall,
         "device": "cpu",
     }
-    summary.write(result, folder)
-    print(summary.console_report(result, folder))
+    finish(result, cfg, folder, logger)
     return result
 
 

@@ -94,7 +94,7 @@ def draw(x, y, paths: dict, bias: bool, title: str):
     from linreg import figures, optimum
 
     plt = figures.pyplot()
-    m = figures.moments(x, y)
+    m = optimum.moments(x, y)
     best = optimum.least_squares(x, y, bias)
     best_w, best_b = best["weight"][0], (best["bias"][0] if bias else 0.0)
     everything = torch.cat(list(paths.values()))
@@ -108,23 +108,23 @@ def draw(x, y, paths: dict, bias: bool, title: str):
             torch.linspace(b_lo, b_hi, 150, dtype=torch.float64),
             indexing="xy",
         )
-        cost = figures.line_cost(m, gw, gb)
-        low = figures.line_cost(m, best_w, best_b)
+        cost = optimum.line_cost(m, gw, gb)
+        low = optimum.line_cost(m, best_w, best_b)
         levels = (low + (max(cost.max().item(), low + 1e-12) - low) * torch.linspace(0, 1, 25) ** 2).tolist()
         ax.contourf(gw.numpy(), gb.numpy(), cost.numpy(), levels=levels, cmap="Greys")
         ax.contour(gw.numpy(), gb.numpy(), cost.numpy(), levels=levels, colors="white", linewidths=0.3)
         ax.set(xlabel="w", ylabel="b")
     else:
         ws = torch.linspace(w_lo, w_hi, 400, dtype=torch.float64)
-        ax.plot(ws.numpy(), figures.line_cost(m, ws).numpy(), color="black", lw=1, label="cost(w)")
+        ax.plot(ws.numpy(), optimum.line_cost(m, ws).numpy(), color="black", lw=1, label="cost(w)")
         ax.set(xlabel="w", ylabel="MSE")
     for i, (label, points) in enumerate(paths.items()):
         points = points[points.isfinite().all(1)]
-        ys = points[:, 1] if bias else figures.line_cost(m, points[:, 0])
+        ys = points[:, 1] if bias else optimum.line_cost(m, points[:, 0])
         colour = colours(i % 10)
         ax.plot(points[:, 0].numpy(), ys.numpy(), "o-", ms=2, lw=1, color=colour, label=f"{label} ({len(points)})")
         ax.plot(points[:1, 0].numpy(), ys[:1].numpy(), "s", color=colour, ms=6)
-    ax.plot([best_w], [best_b if bias else figures.line_cost(m, best_w)], "*", color="gold", mec="black", ms=16,
+    ax.plot([best_w], [best_b if bias else optimum.line_cost(m, best_w)], "*", color="gold", mec="black", ms=16,
             label="optimum")  # fmt: skip
     ax.set_title(f"{title}\nthe paths of the jobs (points: logged steps; square: start)")
     ax.legend(fontsize="small", loc="upper right")

@@ -13,13 +13,14 @@ import math
 import lightning as L
 import torch
 
-from linreg import compat, sources
-from linreg.errors import ConfigError, indivisible_batch
+from linreg import compat, sources, validate
+from linreg.errors import ConfigError
 
 CHUNK = 65_536  # rows summed at a time in float64
 
 SOURCES = {
-    "seed": sources.seed,
+    "lesson": sources.lesson,
+    "seed": sources.lesson,  # the old name of "lesson"; RegressionData notes the new one
     "synthetic": sources.synthetic,
     "nonlinear": sources.nonlinear,
     "csv": sources.from_csv,
@@ -45,8 +46,6 @@ def load(source: str, seed: int, options: dict) -> tuple[torch.Tensor, torch.Ten
         )
     return make(**options)
 
-
-PERMUTE_ON = ("cpu", "device")  # where the shuffled order is drawn; see EpochPermutation
 
 # steps_per_call=auto: enough optimizer steps per training step for about CALL_SECONDS of work, by a cost model
 # of one CPU step of this model (the raw autograd loop, docs/benchmarks.md): STEP_SECONDS plus ROW_SECONDS a
@@ -203,9 +202,11 @@ class RegressionData(L.LightningDataModule):
     scale the features and the target by the training split's statistics (see ``standardization``).
     """
 
+    _named_seed = False  # the deprecation note of data=seed is printed once per process
+
     def __init__(
         self,
-        source: str = "seed",
+        source: str = "lesson",
         batch_size: int | str = 1,
         shuffle: bool = False,
         val_fraction: float = 0.0,
@@ -218,21 +219,18 @@ class RegressionData(L.LightningDataModule):
     ):
         super().__init__()
         if source not in SOURCES:
-            raise ConfigError(f"data.source={source!r} is not known; use one of {sorted(SOURCES)}")
-        if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"data.batch_size={batch_size!r} must be a whole number >= 1 or 'full'")
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= fraction < 1.0:
-                raise ConfigError(f"data.{name}={fraction!r} must be in [0, 1)")
+            raise ConfigError(f"data.source={source!r} is not known; use one of {sorted(set(SOURCES) - {'seed'})}")
+        if source == "seed" and not RegressionData._named_seed:
+            RegressionData._named_seed = True
+            print("note: data=seed is now data=lesson (the lesson's three points); 'seed' means only the random seed")
+        fractions = {"data.val_fraction": val_fraction, "data.test_fraction": test_fraction}
+        validate.check_values({"data.batch_size": batch_size, "data.permute_on": permute_on,
+                               "data.steps_per_call": steps_per_call, **fractions})
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} leave nothing to train on: "
                 "keep their sum below 1"
             )
-        if permute_on not in PERMUTE_ON:
-            raise ConfigError(f"data.permute_on={permute_on!r} is not known; use one of {list(PERMUTE_ON)}")
-        if steps_per_call != "auto" and (not isinstance(steps_per_call, int) or steps_per_call < 1):
-            raise ConfigError(f"data.steps_per_call={steps_per_call!r} must be a whole number >= 1 or 'auto'")
         self.source, self.batch_size, self.shuffle, self.permute_on = source, batch_size, shuffle, permute_on
         self.steps_per_call = steps_per_call
         self.val_fraction, self.test_fraction, self.standardize = val_fraction, test_fraction, standardize
@@ -320,8 +318,7 @@ class RegressionData(L.LightningDataModule):
         # validate.check refuses this before any process starts when trainer.devices is a number;
         # with devices=auto the count is known only here
         world = self.trainer.world_size if self.trainer else 1
-        if self.batch_size != "full" and self.batch_size % world:
-            raise indivisible_batch(self.batch_size, world)
+        validate.check_batch_divides(self.batch_size, world)
         if self.batch_size == "full" and len(self.x_train) % world:
             raise ConfigError(
                 f"data.batch_size=full: the {len(self.x_train)} training samples must divide by the {world} "

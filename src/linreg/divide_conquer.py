@@ -1,9 +1,9 @@
-"""Divide and conquer (seed section 2, 分治法): shrink an interval around the minimum of the cost, round by round.
+"""Divide and conquer (lesson section 2, 分治法): shrink an interval around the minimum of the cost, round by round.
 
 Each round scores ``k`` evenly spaced candidates inside ``[low, high]`` and keeps the two gaps beside the best
 one, so the interval shrinks by ``(k + 1) / 2`` per round. On a convex cost (a line's MSE is one) the minimum
 is always in the part kept; on a cost with several valleys the first rounds may keep the wrong valley, and the
-search ends in a local minimum: the seed's caveat, shown by ``+experiment=divide_conquer_nonconvex``.
+search ends in a local minimum: the lesson's caveat, shown by ``+experiment=divide_conquer_nonconvex``.
 
 With a bias the search is nested: for every candidate w an inner search finds its best b (all of them at once),
 and the outer search shrinks w on that best cost, which stays convex in w. A box shrunk around the best point
@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from linreg import figures, grid, optimum, summary
+from linreg import figures, grid, optimum
 from linreg.errors import ConfigError
+from linreg.prediction import prediction_inputs, prediction_rows
+from linreg.runs import finish, make, start_run
 
 DENSE = 4001  # candidates of the exhaustive check that says whether a non-convex search found the global minimum
 
@@ -132,8 +133,6 @@ def _global_best(search: Search, w_low: float, w_high: float) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Search; write rounds.csv, divide_conquer.png (also in TensorBoard) and summary.json; return the summary."""
-    from linreg.train import prediction_inputs, prediction_rows, start_run
-
     folder = start_run(cfg)
     options = cfg.get("search")
     if options is None or options.get("w") is None:
@@ -152,7 +151,7 @@ def run(cfg: DictConfig) -> dict:
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ConfigError(f"search.tol={tol!r} is not allowed: use a number > 0, e.g. 1e-6")
     curve = options.get("curve", "line")
-    data = instantiate(cfg.data)
+    data = make(cfg.data, "data")
     data.setup("fit")
     if data.num_features != 1:
         raise ConfigError(f"divide and conquer searches one weight, but the data has {data.num_features} features")
@@ -194,17 +193,12 @@ def run(cfg: DictConfig) -> dict:
     if not converged:
         result["error"] = f"stopped after search.max_rounds={max_rounds} rounds, before search.tol={tol}"
 
-    logger = instantiate(cfg.logger)
-    title = f"{cfg.name}: divide and conquer, {k} candidates a round"
-    figure = _figure(search, rounds, (w_low, w_high), b, title, None if curve == "line" else best)
-    figures.save(figure, folder, "divide_conquer", logger.experiment)
+    logger = make(cfg.logger, "logger")
     for row in rounds:
         logger.log_metrics({"search/cost": row["cost"], "search/best_w": row["best_w"]}, step=row["evaluations"])
-    summary.write(result, folder)
-    metrics = {k: result[k] for k in ("final_loss", "excess_loss")}
-    logger.log_hyperparams(summary.hparams(cfg), metrics)
-    logger.finalize("success")
-    print(summary.console_report(result, folder))
+    title = f"{cfg.name}: divide and conquer, {k} candidates a round"
+    figure = _figure(search, rounds, (w_low, w_high), b, title, None if curve == "line" else best)
+    finish(result, cfg, folder, logger, ("divide_conquer", figure))
     if curve != "line" and result["excess_loss"] > tol:
         print(
             f"not the global minimum: an exhaustive grid finds w={best['weight'][0]:.6g} with cost {best['loss']:.6g}. "

@@ -7,7 +7,8 @@ from omegaconf import DictConfig, OmegaConf
 from linreg import checkpoints, optimum
 from linreg.errors import ConfigError
 from linreg.model import Regressor
-from linreg.train import make, predict, prediction_inputs, prediction_rows
+from linreg.prediction import predict_values, prediction_inputs, prediction_rows
+from linreg.runs import make
 
 DATA_KEY = "datamodule_hyper_parameters"  # where Lightning keeps the datamodule's saved hyper-parameters
 
@@ -29,7 +30,7 @@ def data_config(cfg: DictConfig, checkpoint: dict) -> tuple[DictConfig, str]:
         return cfg.data, "data=" + str(cfg.data.get("source", "?"))
     if DATA_KEY not in checkpoint:
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path}: this checkpoint does not record its data; name it, e.g. data=seed"
+            f"ckpt_path={cfg.ckpt_path}: this checkpoint does not record its data; name it, e.g. data=lesson"
         )
     return OmegaConf.create(checkpoint[DATA_KEY]), "the checkpoint's own"
 
@@ -57,5 +58,5 @@ def evaluate(cfg: DictConfig) -> dict:
     if data.x_val is not None:
         result["val_loss"] = optimum.mse(model, data.x_val, data.y_val, dtype=dtype)
     query = prediction_inputs(cfg.predict.x, data.num_features)
-    result["predictions"] = {"x": prediction_rows(query), "y": predict(model, query)}
+    result["predictions"] = {"x": prediction_rows(query), "y": predict_values(model, query)}
     return result

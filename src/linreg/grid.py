@@ -1,4 +1,4 @@
-"""Exhaustive search (seed section 1.4): the MSE of every candidate w, or (w, b), on a grid.
+"""Exhaustive search (lesson section 1.4): the MSE of every candidate w, or (w, b), on a grid.
 
 All candidates are scored at once, batch by batch, as the DataModule serves the training set: a
 LightningModule holds the K candidate lines and adds each batch's squared errors to K float64 sums in
@@ -16,8 +16,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from linreg import figures, optimum, summary
+from linreg import figures, optimum
 from linreg.errors import ConfigError
+from linreg.prediction import prediction_inputs, prediction_rows
+from linreg.runs import finish, make, start_run
 
 # (sample, candidate) pairs per tile. On a CPU, 192 KiB of float64 residuals: the tile stays in cache, and each op
 # stays under torch's grain size (32768) for threading, whose hand-offs cost 20x the arithmetic on a busy machine.
@@ -28,7 +30,7 @@ TABLE_ROWS = 101  # print the per-candidate table up to this many candidates; gr
 
 def candidates(axis: DictConfig | dict, setting: str) -> torch.Tensor:
     """``numpy.arange(start, stop, step)`` in float64, computed the way numpy does, so w = 0.1 * i exactly
-    as the seed's loop has it."""
+    as the lesson's loop has it."""
     try:
         start, stop, step = (float(axis[k]) for k in ("start", "stop", "step"))
     except (KeyError, TypeError, ValueError) as error:
@@ -153,9 +155,8 @@ def _print_table(weights, biases, losses, best: int) -> None:
 
 
 def search(cfg: DictConfig) -> dict:
-    """Score every candidate on the training set; write grid.csv, grid.png, summary.json; return the summary."""
-    from linreg.train import make, prediction_inputs, prediction_rows, start_run
-
+    """Score every candidate on the training set; write grid.csv, then finish the run (runs.finish); return
+    the summary."""
     folder = start_run(cfg)
     w_axis, b_axis = _axes(cfg)
     data = make(cfg.data, "data")
@@ -204,33 +205,10 @@ def search(cfg: DictConfig) -> dict:
         "device": str(trainer.strategy.root_device),
     }
 
-    logger = make(cfg.logger, "logger")
     if bias:
         table = losses.reshape(len(w_axis), len(b_axis))
         figure = figures.grid_map(w_axis, b_axis, table, (best_w, best_b), figures.run_title(cfg))
     else:
         figure = figures.grid_curve(w_list, losses.tolist(), (best_w, best_loss), figures.run_title(cfg))
-    figures.save(figure, folder, "grid", logger.experiment)
-    summary.write(result, folder)
-    logger.log_hyperparams(summary.hparams(cfg), {"final_loss": best_loss, "excess_loss": result["excess_loss"]})
-    logger.finalize("success")
-    print(report(result, folder))
+    finish(result, cfg, folder, make(cfg.logger, "logger"), ("grid", figure))
     return result
-
-
-def report(result: dict, folder: Path) -> str:
-    """The few lines a person reads after a search, in the words of the training report."""
-    best, opt = result["best"], result["optimum"]
-    b = "" if best["bias"] is None else f"  b={best['bias'][0]:.6g}"
-    ob = "" if opt["bias"] is None else f"  b={opt['bias'][0]:.6g}"
-    return "\n".join(
-        [
-            f"== {result['experiment']}: {result['status']}, {result['candidates']} candidates on "
-            f"{result['samples']} samples, {result['wall_time_s']:.2f} s on {result['device']}",
-            f"best:    w={best['weight'][0]:.6g}{b}  loss {best['loss']:.6g}",
-            f"optimum: w={opt['weight'][0]:.6g}{ob}  loss {opt['loss']:.6g}  (gap {result['excess_loss']:.3g})",
-            f"predict x={result['predictions']['x']} -> {[round(v, 6) for v in result['predictions']['after']]}",
-            f"run folder: {folder}",
-            f"view it:    tensorboard --logdir {folder}",
-        ]
-    )

@@ -19,7 +19,7 @@ import torchmetrics
 from torch import nn
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from linreg import compat
+from linreg import compat, validate
 from linreg.errors import ConfigError
 from linreg.trajectory import StepLog, Trajectory
 
@@ -123,9 +123,7 @@ class Regressor(L.LightningModule):
             raise ConfigError(f"model.gradient={gradient!r} is not known; use one of {list(GRADIENTS)}")
         if gradient == "analytic" and depth:
             raise ConfigError("model.gradient=analytic is derived for the linear model only: use model.depth=0")
-        clip = gradient_clip_val
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
-            raise ConfigError(f"model.gradient_clip_val={gradient_clip_val!r} must be a number > 0, or null for none")
+        validate.check_values({"model.gradient_clip_val": gradient_clip_val})
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
         if standardize:  # buffers, so the checkpoint carries the scaling with the weights

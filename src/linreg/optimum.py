@@ -58,6 +58,24 @@ def _normal_equations(x: torch.Tensor, y: torch.Tensor, bias: bool) -> tuple[tor
     return gram, moment
 
 
+@torch.no_grad()
+def moments(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """n and the sums of x, y, x^2, xy, y^2 in float64 (first feature): all the MSE of a line ``x w + b``
+    depends on. They are the normal equations of ``A = [x, 1]``, with the sum of y^2 added."""
+    gram, moment = _normal_equations(x[:, :1], y[:, :1], bias=True)  # [[xx, x], [x, n]] and [[xy], [y]]
+    (sxx, sx), (_, n) = gram.tolist()
+    (sxy,), (sy,) = moment.tolist()
+    syy = sum(yc[:, :1].double().square().sum().item() for _, yc in _chunks(x, y))
+    return {"n": int(n), "x": sx, "y": sy, "xx": sxx, "xy": sxy, "yy": syy}
+
+
+def line_cost(m: dict[str, float], w, b=0.0):
+    """MSE of ``x w + b`` from the moments; works elementwise on tensors, clipped at 0 against rounding."""
+    total = m["xx"] * w * w + 2 * m["x"] * w * b + m["n"] * b * b - 2 * m["xy"] * w - 2 * m["y"] * b + m["yy"]
+    cost = total / m["n"]
+    return cost.clamp(min=0.0) if isinstance(cost, torch.Tensor) else max(cost, 0.0)
+
+
 def _sample_gram(x: torch.Tensor, bias: bool) -> torch.Tensor:
     """``A A^T`` (N x N) in float64, summed over slices of the features so no float64 copy of x is made."""
     gram = torch.ones(len(x), len(x), dtype=torch.float64) if bias else torch.zeros(len(x), len(x), dtype=torch.float64)

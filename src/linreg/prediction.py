@@ -1,4 +1,4 @@
-"""Predictions for a new table from a saved model: `scripts/predict.py`.
+"""Predictions: a run's answers for ``predict.x``, and a new table's from a saved model (`scripts/predict.py`).
 
 The checkpoint is read with ``weights_only=True``, so a crafted file can hold only tensors and plain values
 and runs no code; the model is rebuilt from its saved settings and the scaling stored with its weights.
@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from linreg import tables
 from linreg.errors import ConfigError
 from linreg.model import Regressor
+from linreg.validate import check_values, finite_number, inputs_allowed
 
 CHUNK = 65_536
 REQUIRED = {
@@ -102,3 +103,29 @@ def predict(cfg: DictConfig) -> dict:
     y = predictions(model, tables.to_tensor(table, features))
     write(table.append_column("prediction", pa.array(y.numpy())), output)
     return {"rows": table.num_rows, "output": str(output)}
+
+
+# The inputs a run is asked to predict for (predict.x): one rule for training, the searches and evaluation.
+
+
+def prediction_inputs(values, features: int) -> torch.Tensor:
+    """``predict.x`` as rows: a number stands for the same value in every feature."""
+    check_values({"predict.x": values})
+    if any(finite_number(v) is None and len(v) != features for v in values):
+        shown = OmegaConf.to_container(values) if isinstance(values, ListConfig) else values
+        raise ConfigError(f"predict.x={shown!r} is not allowed: use {inputs_allowed(features)}")
+    rows = [[float(v)] * features if finite_number(v) is not None else list(map(float, v)) for v in values]
+    return torch.tensor(rows)
+
+
+def prediction_rows(query: torch.Tensor) -> list:
+    """The inputs as summary.json shows them: plain numbers for one feature, rows for several."""
+    return query[:, 0].tolist() if query.shape[1] == 1 else query.tolist()
+
+
+@torch.no_grad()
+def predict_values(model, x: torch.Tensor) -> list:
+    """The model's outputs for ``x``, as plain numbers, on the model's device and in its precision."""
+    p = next(model.parameters())
+    out = model(x.to(device=p.device, dtype=p.dtype)).cpu()
+    return out.reshape(-1).tolist()

@@ -1,4 +1,4 @@
-"""Where the (x, y) tensors come from: the seed's three points, generated sets, or a CSV or Parquet file.
+"""Where the (x, y) tensors come from: the lesson's three points, generated sets, or a CSV or Parquet file.
 
 Each source returns float32 tensors ``x`` of shape (n, features) and ``y`` of shape (n, 1).
 """
@@ -11,7 +11,7 @@ from linreg import tables
 from linreg.errors import ConfigError
 
 
-def seed() -> tuple[torch.Tensor, torch.Tensor]:
+def lesson() -> tuple[torch.Tensor, torch.Tensor]:
     """The lesson's data set: y = 2x at x = 1, 2, 3."""
     x = torch.tensor([[1.0], [2.0], [3.0]])
     return x, 2.0 * x

@@ -1,12 +1,14 @@
-"""What a run leaves behind for people and programs: summary.json, the HParams entry and the console report."""
+"""What a run leaves behind for people and programs: summary.json, the HParams entry and the one console
+report of every task (training, the grid search, divide and conquer, the back-propagation walk-through)."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from linreg.validate import finite_number
 
 SWEPT_GROUPS = ("data", "model", "optimizer", "trainer")
 
@@ -25,8 +27,8 @@ def hparams(cfg: DictConfig) -> dict:
 
 def _finite(value):
     """NaN and infinity become null: JSON has no spelling for them, and ``status`` says why."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return finite_number(value)
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -84,11 +86,12 @@ def console_report(summary: dict, folder: Path) -> str:
         best += " not computed at this size"
     else:
         best += f" weight {_numbers(opt['weight'])}  {_bias(opt['bias'])}  loss {opt['loss']!r}  ({_gap(summary)})"
-    done = (
-        f"{summary['evaluations']} cost evaluations in {summary['rounds']} rounds"
-        if "evaluations" in summary
-        else f"{summary['epochs']} epochs, {summary['steps']} steps"
-    )
+    if "candidates" in summary:  # the grid search
+        done = f"{summary['candidates']} candidates on {summary['samples']} samples"
+    elif "evaluations" in summary:  # divide and conquer
+        done = f"{summary['evaluations']} cost evaluations in {summary['rounds']} rounds"
+    else:
+        done = f"{summary['epochs']} epochs, {summary['steps']} steps"
     before = "not trained (a search)" if p["before"] is None else _numbers(p["before"])
     lines = [
         "",  # a progress bar may still hold the line

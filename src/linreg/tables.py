@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from linreg.errors import ConfigError
+from linreg.validate import table_file
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -216,9 +217,7 @@ def read(path: str, columns: list[str], keep_all: bool = False) -> pa.Table:
 
     ``keep_all`` keeps the file's other columns too, as pyarrow reads them (for writing predictions beside them).
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV or Parquet file")
+    file = table_file(path)
     kind, codec = _kind(file)
     table = _read_parquet(file, columns, keep_all) if kind == "parquet" else _read_csv(file, codec, columns, keep_all)
     if table.num_rows == 0:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from linreg.prediction import prediction_inputs
+
 
 def _value(t: torch.Tensor):
     """One number as a float, several as a list: the way the course's prints read."""
@@ -32,8 +34,6 @@ class CourseTrace(L.Callback):
         self._chunk = None
 
     def _query(self, pl_module) -> torch.Tensor:
-        from linreg.train import prediction_inputs
-
         p = next(pl_module.parameters())
         return prediction_inputs(self.x, pl_module.hparams.in_features).to(device=p.device, dtype=p.dtype)
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from linreg import checkpoints, compat, metrics, optimum, summary, validate
+from linreg import checkpoints, compat, figures, metrics, optimum, validate
 from linreg.callbacks import (
     END_GROWTH,
     CountsToMainProcess,
@@ -24,47 +21,13 @@ from linreg.callbacks import (
     runaway,
     stability_advice,
 )
-from linreg.compat import SIGTERMException, quiet_lightning
+from linreg.compat import SIGTERMException
 from linreg.data import RegressionData
 from linreg.errors import ConfigError, DivergedError, RunInterrupted
 from linreg.model import Regressor
+from linreg.prediction import predict_values, prediction_inputs, prediction_rows
+from linreg.runs import finish, make, start_run
 from linreg.trajectory import recorded_path
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def prediction_inputs(values, features: int) -> torch.Tensor:
-    """``predict.x`` as rows: a number stands for the same value in every feature."""
-    rows = []
-    for v in values if isinstance(values, (list, tuple, ListConfig)) else [None]:
-        if _number(v):
-            rows.append([float(v)] * features)
-        elif isinstance(v, (list, tuple, ListConfig)) and len(v) == features and all(_number(u) for u in v):
-            rows.append([float(u) for u in v])
-        else:
-            rows = []
-            break
-    if not rows:
-        shown = OmegaConf.to_container(values) if isinstance(values, ListConfig) else values
-        raise ConfigError(
-            f"predict.x={shown!r} is not allowed: use a list of inputs, each a number (standing for every feature) "
-            f"or a row of {features} numbers, e.g. predict.x=[4.0]"
-        )
-    return torch.tensor(rows)
-
-
-def prediction_rows(query: torch.Tensor) -> list:
-    """The inputs as summary.json shows them: plain numbers for one feature, rows for several."""
-    return query[:, 0].tolist() if query.shape[1] == 1 else query.tolist()
-
-
-@torch.no_grad()
-def predict(model: Regressor, x: torch.Tensor) -> list:
-    p = next(model.parameters())
-    out = model(x.to(device=p.device, dtype=p.dtype)).cpu()
-    return out.reshape(-1).tolist()
 
 
 def epochs_and_steps(trainer: L.Trainer) -> tuple[int, int]:
@@ -74,22 +37,6 @@ def epochs_and_steps(trainer: L.Trainer) -> tuple[int, int]:
         return compat.sent_from_workers(trainer, "counts/epochs"), steps
     # a run stopped in on_train_epoch_end (diverged) has processed that epoch, but current_epoch not yet counted it
     return max(trainer.current_epoch, compat.epochs_processed(trainer)), trainer.global_step
-
-
-def make(node: DictConfig, group: str, **kwargs):
-    """``instantiate(node)``, with what the constructor rejects as one line naming the group.
-
-    Hydra wraps every constructor's error in InstantiationException, with the real one as its cause: ours
-    (ConfigError) goes on as it is; torch's, Lightning's or a wrong key's is named with its group.
-    """
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__ or error
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        said = " ".join(str(cause).split())[:400] or type(cause).__name__  # one line, however many it had
-        raise ConfigError(f"{group}: {said}; check the {group}.* settings") from cause  # HYDRA_FULL_ERROR shows it
 
 
 def try_optimizer(model: Regressor) -> None:
@@ -189,32 +136,17 @@ def final_divergence(reason: str, cfg: DictConfig, data: RegressionData, model: 
     return f"training diverged by its end: {reason} with optimizer.lr={cfg.optimizer.lr:g}; {advice}"
 
 
-def start_run(cfg: DictConfig) -> Path:
-    """What every task does first: quiet Lightning, make the run folder, set the torch threads."""
-    quiet_lightning()
-    folder = Path(cfg.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return folder
-
-
-def draw_figures(model: Regressor, data: RegressionData, folder: Path, experiment, cfg: DictConfig | None = None,
-                 path=()):
-    """landscape.png (a linear model of one feature) or fitted_curve.png (an MLP), also as TensorBoard images,
-    titled with the experiment and its learning rate."""
-    from linreg import figures
-
+def run_figure(model: Regressor, data: RegressionData, cfg: DictConfig | None = None, path=()):
+    """``(name, figure)``: landscape (a linear model of one feature) or fitted_curve (an MLP), titled with the
+    experiment and its learning rate; None where there is no picture to draw."""
     title = None if cfg is None else figures.run_title(cfg)
     if not model.is_linear:
-        figure = figures.fitted_curve(model, data.x_train, data.y_train, title=title)
-        figures.save(figure, folder, "fitted_curve", experiment)
-        return
+        return "fitted_curve", figures.fitted_curve(model, data.x_train, data.y_train, title=title)
     figure = figures.landscape(data.x_train, data.y_train, list(path), bias=model.hparams.bias, title=title)
     if figure is None:
         print(f"landscape: not drawn for {data.num_features} features (it is a picture of one weight and a bias)")
-        return
-    figures.save(figure, folder, "landscape", experiment)
+        return None
+    return "landscape", figure
 
 
 def train(cfg: DictConfig) -> dict:
@@ -236,7 +168,7 @@ def train(cfg: DictConfig) -> dict:
         saved = checkpoints.read(cfg.ckpt_path, setting)
         checkpoints.load_weights(model, saved, cfg.ckpt_path, setting)
         checkpoints.check_optimizer(model.configure_optimizers(), saved, cfg.ckpt_path, setting)
-    before = predict(model, query)
+    before = predict_values(model, query)
     start_loss = optimum.mse(model, data.x_train, data.y_train, dtype=next(model.parameters()).dtype)
     scale = model.loss_scale()  # the divergence checks work in the optimiser's units (DivergenceGuard)
     for guard in (c for c in trainer.callbacks if isinstance(c, DivergenceGuard)):
@@ -285,7 +217,7 @@ def train(cfg: DictConfig) -> dict:
         "predictions": {
             "x": prediction_rows(query),
             "before": before,
-            "after": predict(model, query),
+            "after": predict_values(model, query),
         },
         "optimum": best,
         "epochs": epochs,
@@ -296,14 +228,8 @@ def train(cfg: DictConfig) -> dict:
     if error is not None:
         result["error"] = str(error)
     if trainer.is_global_zero:
-        summary.write(result, folder)
-        draw_figures(model, data, folder, trainer.logger.experiment, cfg, recorded_path(trainer))
-        scores = {k: result[k] for k in ("final_loss", "excess_loss")}
-        scores.update({f"val_{k}": v for k, v in result["metrics"].get("val", {}).items()})
-        scores = {k: v for k, v in scores.items() if v is not None and math.isfinite(v)}
-        trainer.logger.log_hyperparams(summary.hparams(cfg), scores)
-        trainer.logger.finalize(status)
-        print(summary.console_report(result, folder))
+        figure = run_figure(model, data, cfg, recorded_path(trainer))
+        finish(result, cfg, folder, trainer.logger, figure, logger_status=status)
     if error is not None:
         raise error
     return result

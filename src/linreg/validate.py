@@ -15,19 +15,37 @@ from omegaconf import DictConfig, OmegaConf
 from linreg.errors import ConfigError, indivisible_batch
 
 
+def finite_number(value) -> float | int | None:
+    """``value`` when it is a finite number, else None (null, NaN, infinity, a bool, a string): the one test
+    of "a number" for configs, summaries and sweep tables."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return finite_number(v) is not None
 
 
 def _whole(v, least: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
 
+def _is_list(v) -> bool:
+    return isinstance(v, (list, tuple)) or OmegaConf.is_list(v)
+
+
 def _inputs(v) -> bool:
     """``predict.x``: a non-empty list of inputs, each a number or a row of numbers (its width is checked
-    against the data once the data is loaded)."""
-    rows = list(v) if OmegaConf.is_list(v) else None
-    return bool(rows) and all(_number(r) or (OmegaConf.is_list(r) and len(r) and all(map(_number, r))) for r in rows)
+    against the data once the data is loaded: prediction.prediction_inputs)."""
+    rows = list(v) if _is_list(v) else None
+    return bool(rows) and all(_number(r) or (_is_list(r) and len(r) and all(map(_number, r))) for r in rows)
+
+
+def inputs_allowed(features: int | None = None) -> str:
+    """What ``predict.x`` may be: the one wording, before the data is known and once it is."""
+    row = f"a row of {features} numbers" if features else "a row of numbers"
+    return f"a list of inputs, each a number (standing for every feature) or {row}, e.g. predict.x=[4.0]"
 
 
 RULES = [
@@ -56,8 +74,7 @@ RULES = [
     ("seed", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("threads", lambda v: v is None or _whole(v, 1), "a whole number >= 1, or null"),
     ("divergence_bound", lambda v: _number(v) and v > 0, "a number > 0, e.g. 1e10"),
-    ("predict.x", _inputs, "a list of inputs, each a number (standing for every feature) or a row of numbers, "
-                           "e.g. predict.x=[4.0]"),
+    ("predict.x", _inputs, inputs_allowed()),
 ]
 
 
@@ -176,20 +193,39 @@ def _check_full_batch_optimizer(cfg: DictConfig) -> None:
         raise ConfigError("optimizer=lbfgs does not work with mixed precision: use trainer.precision=32-true or 64")
 
 
+def check_values(values: dict) -> None:
+    """The RULES for the settings given (``{"data.batch_size": 0}``), the one wording of each: also for a part
+    built without a composed config, as a library user builds RegressionData."""
+    for key, test, allowed in RULES:
+        if key in values and not test(values[key]):
+            raise ConfigError(f"{key}={values[key]!r} is not allowed: use {allowed}")
+
+
+def check_batch_divides(batch_size, world: int) -> None:
+    """The global batch is cut into one equal share per device, so a whole-number batch must divide by their
+    number (``full`` is checked against the samples, once they are loaded)."""
+    if _whole(batch_size, 1) and batch_size % world:
+        raise indivisible_batch(batch_size, world)
+
+
+def table_file(path) -> Path:
+    """``data.path`` as a file that exists, the one wording of its refusal (checked before the heavy imports,
+    and again by tables.read for a library user who skips this check)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"data.path={str(path)!r}: no such file; point data.path at a CSV or Parquet file")
+    return Path(path)
+
+
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad setting, its value and what is allowed."""
-    for key, test, allowed in RULES:
-        missing = object()
-        value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=False)
-        if value is missing:
-            continue
-        if not test(value):
-            raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+    missing = object()
+    selected = {key: OmegaConf.select(cfg, key, default=missing, throw_on_missing=False) for key, _, _ in RULES}
+    check_values({k: v for k, v in selected.items() if v is not missing})
     _trainer_settings(cfg)
     _check_full_batch_optimizer(cfg)
-    world, batch = world_size(cfg), OmegaConf.select(cfg, "data.batch_size", default=None)
-    if world and _whole(batch, 1) and batch % world:
-        raise indivisible_batch(batch, world)
+    world = world_size(cfg)
+    if world:
+        check_batch_divides(OmegaConf.select(cfg, "data.batch_size", default=None), world)
     if world and world > 1 and _relaunches_per_rank(cfg) and _sweep_reruns_for_every_rank():
         raise ConfigError(
             f"{world} processes with DDP (trainer=ddp, or several trainer.devices, for which Lightning picks ddp) "
@@ -197,12 +233,11 @@ def check(cfg: DictConfig) -> None:
             "use trainer=ddp_spawn with the same trainer.accelerator and trainer.devices (or hydra/launcher=slurm, "
             "where SLURM starts the ranks)"
         )
-    if OmegaConf.select(cfg, "data.source", default=None) == "csv":  # sources.from_csv checks again, for library use
+    if OmegaConf.select(cfg, "data.source", default=None) == "csv":
         path = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)  # None when still ???
         if path is None:
             raise ConfigError("data=csv needs a file: add data.path=<your.csv>")
-        if not Path(path).is_file():
-            raise ConfigError(f"data.path={path!r}: no such file; point data.path at a CSV with a header row")
+        table_file(path)
 
 
 def _trainer_settings(cfg: DictConfig) -> None:
