@@ -14,6 +14,6 @@ class SigtermAtStep(L.Callback):
         self.step = step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step and not getattr(self, "sent", False):
-            self.sent = True
+        first = trainer.global_step - len(outputs["loss"])  # the chunk's first optimizer step
+        if first < self.step <= trainer.global_step:  # not again in a run resumed past it
             os.kill(os.getpid(), signal.SIGTERM)
