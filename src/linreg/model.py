@@ -100,9 +100,10 @@ class Regressor(L.LightningModule):
     """Fits ``y_hat = net(x)`` by mean squared error.
 
     ``gradient=autograd`` lets back-propagation find the gradient; ``gradient=analytic`` sets it by the seed's
-    formula (``analytic_gradient``) and applies it through the same torch optimizer by manual optimisation.
-    The loss is logged only every ``trainer.log_every_n_steps`` steps, since each ``self.log`` call costs about
-    as much as a whole step of this model; ``train/cost`` is the epoch's mean loss.
+    formula (``analytic_gradient``); either way the configured torch optimizer applies it, one step per batch of
+    the chunk a training step gets (manual optimisation). The loss is logged every ``trainer.log_every_n_steps``
+    optimizer steps, at the step's own number, through ``step_log``; ``train/cost`` is the epoch's mean loss.
+    ``gradient_clip_val`` clips every step's gradient norm (``self.clip_gradients``).
     """
 
     def __init__(
