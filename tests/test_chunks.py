@@ -4,7 +4,8 @@ import lightning as L
 import pytest
 import torch
 
-from linreg.data import RegressionData, auto_steps_per_call
+from linreg.batches import auto_steps_per_call
+from linreg.data import RegressionData
 from linreg.errors import ConfigError
 
 SMALL = ["+experiment=minibatch", "data.samples=203", "data.batch_size=8", "trainer.max_epochs=2",
@@ -79,7 +80,7 @@ def test_gradient_clipping_bounds_every_step(run_train):
 
 
 def test_a_mid_epoch_state_resumes_on_the_next_chunk_and_refuses_another_chunk_size():
-    from linreg.data import TensorBatches
+    from linreg.batches import TensorBatches
 
     x = torch.arange(20.0).reshape(-1, 1)
     whole = [xs.reshape(-1).tolist() for xs, _ in TensorBatches(x, x, 2, True, 0, steps_per_call=3)]

@@ -14,7 +14,8 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.fabric.utilities.types import _Stateful
 
 from linreg import compat
-from linreg.data import RegressionData, TensorBatches
+from linreg.batches import TensorBatches
+from linreg.data import RegressionData
 from linreg.model import Regressor
 
 LIGHTNING = inspect.getfile(L).rsplit("/", 1)[0]

@@ -257,7 +257,7 @@ def test_a_cpu_run_on_a_gpu_host_does_not_warn_about_the_gpu(monkeypatch):
 
 
 def orders(device: str, permute_on: str, epochs=(0, 0, 1)) -> list[torch.Tensor]:
-    from linreg.data import EpochPermutation
+    from linreg.batches import EpochPermutation
 
     sampler = EpochPermutation(1000, True, 7, device, permute_on)
     drawn = []

@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT, compose_config, read_summary, script_env
 from omegaconf import OmegaConf
 
-from linreg.data import EpochPermutation
+from linreg.batches import EpochPermutation
 from linreg.errors import RunInterrupted
 from linreg.train import train
 
