@@ -228,6 +228,7 @@ def test_experiments_set_only_how_the_data_is_served():
 
 REFUSED = {
     "model.gradient=magic": "model.gradient='magic' is not known",
+    "task=nosuch": "task='nosuch' is not allowed: use fit, grid, divide_conquer or backprop",
     "trainer.devices=0": "trainer.devices=0 is not allowed",
     "trainer.precision=8": "trainer.precision=8 is not allowed",
     "trainer.accelerator=tpu": "trainer.accelerator='tpu' is not allowed",

@@ -71,6 +71,8 @@ RULES = [
     ("model.init_bias", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),
     ("trainer.max_epochs", lambda v: v is None or v == -1 or _whole(v, 1), "a whole number >= 1, or -1 for no limit"),
     ("trainer.log_every_n_steps", lambda v: _whole(v, 0), "a whole number >= 0 (0 turns per-step logging off)"),
+    ("task", lambda v: v in ("fit", "grid", "divide_conquer", "backprop"),
+     "fit, grid, divide_conquer or backprop (an experiment sets it: +experiment=grid)"),
     ("seed", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("threads", lambda v: v is None or _whole(v, 1), "a whole number >= 1, or null"),
     ("divergence_bound", lambda v: _number(v) and v > 0, "a number > 0, e.g. 1e10"),
