@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from linreg import sources
-from linreg.batches import TensorBatches
-from linreg.data import RegressionData
+from linreg.data import RegressionData, TensorBatches
 from linreg.errors import ConfigError
 
 
