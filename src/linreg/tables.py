@@ -139,6 +139,19 @@ def _typed(cells: list[str]) -> pa.Array:
     return text
 
 
+def _require_columns(file: Path, names: list[str], columns: list[str], where: str) -> None:
+    """Every wanted column is among ``names`` (a CSV header or a Parquet schema), and only once."""
+    missing = [name for name in columns if name not in names]
+    if missing:
+        raise ConfigError(
+            f"{file}: column(s) {missing} not in {where} {names}; name existing columns in "
+            "data.feature_columns (and data.target_column)"
+        )
+    repeated = sorted({name for name in columns if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{file}: column(s) {repeated} appear more than once in {where}: rename them")
+
+
 def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool) -> pa.Table:
     header = _csv_header(file, codec)
     missing = [name for name in columns if name not in header]
@@ -148,14 +161,7 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
             f"{file}: the header is one field, {header[0]!r}: the columns seem separated by {separator!r}; "
             "save the file with commas between columns"
         )
-    if missing:
-        raise ConfigError(
-            f"{file}: column(s) {missing} not in the header {header}; name existing columns in "
-            "data.feature_columns (and data.target_column)"
-        )
-    repeated = sorted({name for name in columns if header.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"{file}: the header names column(s) {repeated} more than once: rename them")
+    _require_columns(file, header, columns, "the header")
     try:
         table = pa_csv.read_csv(
             pa.input_stream(str(file), compression=codec),
@@ -176,16 +182,7 @@ def _read_csv(file: Path, codec: str | None, columns: list[str], keep_all: bool)
 
 def _read_parquet(file: Path, columns: list[str], keep_all: bool) -> pa.Table:
     try:
-        names = pq.read_schema(file).names
-        missing = [name for name in columns if name not in names]
-        if missing:
-            raise ConfigError(
-                f"{file}: column(s) {missing} not in the table's columns {names}; name existing "
-                "columns in data.feature_columns (and data.target_column)"
-            )
-        repeated = sorted({name for name in columns if names.count(name) > 1})
-        if repeated:
-            raise ConfigError(f"{file}: the table has several columns named {repeated}: rename them")
+        _require_columns(file, pq.read_schema(file).names, columns, "the table's columns")
         table = pq.read_table(file, columns=None if keep_all else columns)
     except (pa.ArrowException, OSError) as error:
         raise ConfigError(f"{file}: not a readable Parquet file ({error})") from None
