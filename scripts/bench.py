@@ -1,17 +1,16 @@
 """Time an epoch of the project's training path against a hand-written PyTorch loop, side by side.
 
-One process, the same data and device, interleaved repetitions: (a) a raw loop (nn.Linear, F.mse_loss,
-torch.optim.SGD, batches cut from a permuted index), timed by ``torch.utils.benchmark.Timer``; (b)
-RegressionData + Regressor under a Lightning Trainer with the TensorBoard logger on and off, and (c) the usual
-Lightning setup, a default ``DataLoader(TensorDataset)`` feeding the same Regressor, timed epoch by epoch by a
-callback (a Timer would count the trainer's start-up). ``torch.utils.benchmark.Compare`` prints the medians.
-Without ``--quick`` it also runs scripts/bench_footprint.py: ``train.py +experiment=sgd`` end to end, and peak
-memory on a 1,000,000 x 16 set. The targets, and whether a run meets them, are in docs/benchmarks.md.
+One process, the same data and device, interleaved repetitions: a raw loop (nn.Linear, F.mse_loss, SGD, batches
+cut from a permuted index) timed by ``torch.utils.benchmark.Timer``; the project (RegressionData + Regressor under
+a Trainer, TensorBoard on and off, in chunks of ``--steps-per-call`` steps and one step per training step, and
+with ``gradient=analytic``); and the usual ``DataLoader(TensorDataset)`` setup, timed epoch by epoch by a callback
+(a Timer would count the trainer's start-up). Without ``--quick`` it also runs scripts/bench_footprint.py (end to
+end, peak memory). The targets, and whether a run meets them, are in docs/benchmarks.md.
 
     python scripts/bench.py                   # the defaults: 1,000,000 samples, batches 32,1024,65536,full
     python scripts/bench.py --samples 2000 --batch-sizes 64,full --repeats 1 --epochs 2 --quick
+    python scripts/bench.py --batch-sizes 1,32 --steps-per-call 8   # chunks of 8 steps instead of auto
 """
-
 from __future__ import annotations
 
 import argparse
@@ -74,26 +73,28 @@ class EpochTimer(L.Callback):
 
 
 def lightning_epochs(x, y, batch, epochs, cap, *, usual=False, logger=True, gradient="autograd", logdir=None,
-                     permute_on="cpu") -> list[float]:
-    """Epoch times of a Regressor fitted on the project's DataModule, or on a default DataLoader (``usual``)."""
+                     permute_on="cpu", steps_per_call="auto") -> list[float]:
+    """Epoch times of a Regressor on the project's DataModule, or on a default DataLoader (``usual``). ``cap``
+    counts optimizer steps, rounded up to whole chunks (``limit_train_batches`` counts training steps)."""
     torch.manual_seed(0)
     model = Regressor(in_features=x.shape[1], gradient=gradient, optimizer=functools.partial(torch.optim.SGD, lr=LR))
-    timer, steps = EpochTimer(), math.ceil(len(x) / batch)
+    data = RegressionData(source="synthetic", batch_size=batch, shuffle=True, seed=0, permute_on=permute_on,
+                          steps_per_call=steps_per_call)
+    data.x_train, data.y_train = x, y  # the shared tensors: setup() keeps data already there
+    per_call = 1 if usual else data.training_steps_per_call()
+    timer, steps, calls = EpochTimer(), math.ceil(len(x) / batch), math.ceil(math.ceil(len(x) / batch) / per_call)
+    cap_calls = math.ceil(cap / per_call)
+    timed = steps if cap_calls >= calls else cap_calls * per_call  # optimizer steps an epoch runs
     trainer = L.Trainer(
         accelerator="gpu" if x.is_cuda else "cpu", devices=1, max_epochs=epochs, log_every_n_steps=50,
-        limit_train_batches=cap if cap < steps else 1.0, callbacks=[timer], num_sanity_val_steps=0,
+        limit_train_batches=cap_calls if cap_calls < calls else 1.0, callbacks=[timer], num_sanity_val_steps=0,
         logger=TensorBoardLogger(logdir, name="", version="") if logger else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
-    if usual:  # the usual setup keeps the set on the host
-        loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch, shuffle=True)
-        trainer.fit(model, train_dataloaders=loader)
-    else:
-        data = RegressionData(source="synthetic", batch_size=batch, shuffle=True, seed=0, permute_on=permute_on)
-        data.x_train, data.y_train = x, y  # the shared tensors: setup() keeps data already there
-        trainer.fit(model, datamodule=data)
+    loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch, shuffle=True) if usual else None
+    trainer.fit(model, train_dataloaders=loader, datamodule=None if usual else data)  # usual: the set on the host
     times = [b - a for a, b in zip(timer.marks, timer.marks[1:])]
-    return [t * steps / min(steps, cap) for t in times[1:] or times]  # the first epoch is warm-up
+    return [t * steps / timed for t in times[1:] or times]  # the first epoch is warm-up
 
 
 def usual_epochs(x, y, batch, epochs, samples, logdir) -> list[float]:
@@ -108,22 +109,25 @@ def usual_epochs(x, y, batch, epochs, samples, logdir) -> list[float]:
 def one_round(args, x, y, b: int, folder: str) -> dict[str, float]:
     """Every variant at batch size ``b`` once: the median epoch time of each, scaled to the whole epoch."""
     steps, cap = math.ceil(len(x) / b), args.max_steps
-    project = functools.partial(lightning_epochs, x, y, b, args.epochs, cap, permute_on=args.permute_on)
+    project = functools.partial(lightning_epochs, x, y, b, args.epochs, cap, permute_on=args.permute_on,
+                                steps_per_call=args.steps_per_call)
     epoch = raw_epoch(x, y, b, cap)
     epoch()  # warm-up
     timer = benchmark.Timer("epoch()", globals={"epoch": epoch}, num_threads=torch.get_num_threads())
+    def median(**settings) -> float:
+        return statistics.median(project(**settings))
+
     found = {
         "raw": timer.timeit(max(1, args.epochs - 1)).median * steps / min(steps, cap),
-        "project": statistics.median(project(logdir=os.path.join(folder, "project"))),
-        "project, no logging": statistics.median(project(logger=False)),
+        "project": median(logdir=os.path.join(folder, "project")),
+        "project, no logging": median(logger=False),
+        "project, 1 step per call": median(steps_per_call=1, logdir=os.path.join(folder, "single")),
         "usual Lightning": statistics.median(
             usual_epochs(x, y, b, min(args.epochs, 2), args.usual_samples, os.path.join(folder, "usual"))
         ),
     }
-    if b >= 65_536 and not args.no_analytic:
-        found["project, gradient=analytic"] = statistics.median(
-            project(gradient="analytic", logdir=os.path.join(folder, "analytic"))
-        )
+    if not args.no_analytic:
+        found["project, gradient=analytic"] = median(gradient="analytic", logdir=os.path.join(folder, "analytic"))
     return found
 
 
@@ -137,13 +141,9 @@ def measure(args, x, y, batches: list[int]) -> list[benchmark.Measurement]:
                 for name, seconds in one_round(args, x, y, b, os.path.join(tmp, f"{b}-{rep}")).items():
                     times.setdefault((b, name), []).append(seconds)
                 print(f"  repeat {rep + 1}/{args.repeats}, batch {b} done", file=sys.stderr, flush=True)
-    threads = torch.get_num_threads()
-    return [
-        benchmark.Measurement(1, values, benchmark.TaskSpec(
-            "epoch", "", label=TITLE, sub_label=label(b, len(x), args.max_steps), description=name, num_threads=threads
-        ))
-        for (b, name), values in times.items()
-    ]
+    spec = functools.partial(benchmark.TaskSpec, "epoch", "", label=TITLE, num_threads=torch.get_num_threads())
+    return [benchmark.Measurement(1, values, spec(sub_label=label(b, len(x), args.max_steps), description=name))
+            for (b, name), values in times.items()]
 
 
 def label(b: int, n: int, cap: int) -> str:
@@ -173,9 +173,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps", type=int, default=10_000, help="cap on steps timed per epoch (scaled up)")
     parser.add_argument("--usual-samples", type=int, default=65_536, help="samples per epoch timed for the usual setup")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--permute-on", choices=["cpu", "device"], default="cpu",
-                        help="where the project's loader draws each epoch's order (data.permute_on)")
+    parser.add_argument("--permute-on", choices=["cpu", "device"], default="cpu", help="as data.permute_on")
     parser.add_argument("--no-analytic", action="store_true", help="leave out the gradient=analytic rows")
+    parser.add_argument("--steps-per-call", type=lambda v: v if v == "auto" else int(v), default="auto", help="auto, N")
     parser.add_argument("--threads", type=int, default=None, help="torch threads; default: torch's choice")
     parser.add_argument("--quick", action="store_true", help="skip the end-to-end and memory checks")
     args = parser.parse_args(argv)
@@ -184,8 +184,8 @@ def main(argv=None) -> int:
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     print(f"# {args.samples:,} samples x {args.features} features on {args.device} (order drawn on {args.permute_on}), "
-          f"torch {torch.__version__}, lightning {L.__version__}, {os.cpu_count()} CPU(s); median of {args.repeats} "
-          f"repeat(s) of epochs 2..{args.epochs}")
+          f"data.steps_per_call={args.steps_per_call}, torch {torch.__version__}, lightning {L.__version__}, "
+          f"{os.cpu_count()} CPU(s); median of {args.repeats} repeat(s) of epochs 2..{args.epochs}")
     x, y = (t.to(args.device) for t in sources.synthetic(args.samples, args.features, 2.0, 1.0, 0.5, seed=0))
     batches = [args.samples if part.strip() == "full" else int(part) for part in args.batch_sizes.split(",")]
     measurements = measure(args, x, y, batches)

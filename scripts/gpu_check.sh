@@ -131,6 +131,9 @@ for name in sgd gd minibatch; do
     NEEDS="imports card" train "${name}_gpu" 60 "+experiment=$name" "${GPU[@]}"
 done
 
+# 3b. one optimizer step per training step (data.steps_per_call=1) against the default chunks: the same numbers
+NEEDS="imports card" train minibatch_k1_gpu 60 "+experiment=minibatch" "${GPU[@]}" data.steps_per_call=1
+
 # 4. precision: float64 (beside float64 on the CPU) and bf16 mixed precision
 NEEDS=imports train minibatch64_cpu 60 "${MINIBATCH[@]}" trainer.precision=64
 NEEDS="imports card" train minibatch64_gpu 60 "${MINIBATCH[@]}" "${GPU[@]}" trainer.precision=64
@@ -146,17 +149,19 @@ else
     record ddp2_gpu skipped 0 "needs 2 GPUs (${gpus:-no} here)"
 fi
 
-# 6. a real SIGTERM at step 300 (epoch 9 of 20, mid-epoch), then resume= on the GPU; tests/signals.py sends it
+# 6. a real SIGTERM at step 300 (epoch 9 of 20, mid-epoch), then resume= on the GPU; tests/signals.py sends it.
+# Chunks of 4 optimizer steps: a run stops at the end of a chunk, and 300 is one
 export PYTHONPATH="$PYTHONPATH:$ROOT/tests"
 # (HYDRA_FULL_ERROR=0 there: with 1 the interruption leaves as a traceback and exit 1 instead of its exit 130)
 EXPECT=130 NEEDS="imports card" step stop_gpu 60 env HYDRA_FULL_ERROR=0 "$PY" scripts/train.py "${MINIBATCH[@]}" \
-    "${GPU[@]}" +callbacks.sigterm._target_=signals.SigtermAtStep +callbacks.sigterm.step=300 "${QUIET[@]}" \
+    "${GPU[@]}" data.steps_per_call=4 +callbacks.sigterm._target_=signals.SigtermAtStep +callbacks.sigterm.step=300 \
+    "${QUIET[@]}" \
     "hydra.run.dir=$RUNS/stop_gpu"
 NEEDS=stop_gpu step resume_gpu 60 "$PY" scripts/train.py "resume=$RUNS/stop_gpu" "hydra.run.dir=$RUNS/resumed_gpu"
 
 # 7. the numbers side by side, and the run folders
 NEEDS='' step summaries 30 "$PY" - "$RUNS" "$OUT/summaries.json" sgd=sgd_cpu:sgd_gpu gd=gd_cpu:gd_gpu \
-    minibatch=minibatch_cpu:minibatch_gpu precision64=minibatch64_cpu:minibatch64_gpu \
+    minibatch=minibatch_cpu:minibatch_gpu chunks=minibatch_k1_gpu:minibatch_gpu precision64=minibatch64_cpu:minibatch64_gpu \
     bf16_mixed=minibatch_cpu:bf16_gpu ddp1=minibatch_cpu:ddp1_gpu ddp2=minibatch_cpu:ddp2_gpu \
     resume=minibatch_gpu:resumed_gpu <<'EOF'
 """Each run's summary, and per pair A:B the largest |difference| of the weights (bias included) and of the loss."""

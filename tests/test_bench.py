@@ -6,7 +6,8 @@ import re
 import pytest
 from conftest import script
 
-VARIANTS = ("raw", "project", "project, no logging", "usual Lightning")
+VARIANTS = ("raw", "project", "project, no logging", "project, 1 step per call", "usual Lightning",
+            "project, gradient=analytic")
 
 
 @pytest.mark.slow
@@ -27,6 +28,7 @@ def test_bench_prints_its_table(tmp_path):
         assert len(cells) == len(VARIANTS) and all(float(c) > 0 for c in cells), rows
     for row in ("64", "full (2,000)"):  # the ratios to the raw loop, computed from the same medians
         ratio = next(line for line in lines if line.startswith(f"batch {row}: against raw: "))
-        expected = r"project [\d.]+x, project, no logging [\d.]+x, usual Lightning [\d.]+x; project over usual"
+        expected = (r"project [\d.]+x, project, no logging [\d.]+x, project, 1 step per call [\d.]+x, "
+                    r"usual Lightning [\d.]+x, project, gradient=analytic [\d.]+x; project over usual")
         assert re.search(expected, ratio), ratio
     assert "docs/benchmarks.md" in done.stdout and "end to end" not in done.stdout

@@ -94,6 +94,7 @@ def test_check_script_runs_every_step_and_goes_on_after_a_failure(tmp_path):
     steps = statuses(out)
     assert list(steps) == [
         "imports", "card", "pytest", "sgd_cpu", "sgd_gpu", "gd_cpu", "gd_gpu", "minibatch_cpu", "minibatch_gpu",
+        "minibatch_k1_gpu",
         "minibatch64_cpu", "minibatch64_gpu", "bf16_gpu", "ddp1_gpu", "ddp2_gpu", "stop_gpu", "resume_gpu",
         "summaries", "tarball", "bench_gpu", "bench_gpu_order",
     ]
@@ -121,7 +122,7 @@ def test_check_script_runs_every_step_and_goes_on_after_a_failure(tmp_path):
     for call in calls:
         assert call["PYTHONPATH"].startswith(f"{ROOT}/src:{tmp_path}/site"), call
     trains = [c for c in calls if c["args"][0] == "scripts/train.py"]
-    assert len(trains) == 12  # ddp2_gpu needs two GPUs
+    assert len(trains) == 13  # ddp2_gpu needs two GPUs
     for call in trains:
         assert call["HYDRA_FULL_ERROR"] == ("0" if "+callbacks.sigterm.step=300" in call["args"] else "1")
         if not any(a.startswith("resume=") for a in call["args"]):  # resume= takes the stopped run's settings

@@ -14,14 +14,17 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.fabric.utilities.types import _Stateful
 
 from linreg import compat
-from linreg.data import RegressionData, TensorBatches
+from linreg.batches import TensorBatches
+from linreg.data import RegressionData
 from linreg.model import Regressor
 
 LIGHTNING = inspect.getfile(L).rsplit("/", 1)[0]
 
 
-def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2):
-    """Fit 6 batches an epoch, calling ``hook(trainer, batch_idx)`` at the start of every batch."""
+def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2, steps_per_call: int = 1, logger=False,
+                  model_class=Regressor):
+    """Fit 6 batches an epoch (in chunks of ``steps_per_call``), calling ``hook(trainer, batch_idx)`` at the start
+    of every training step."""
 
     class Watch(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -29,10 +32,11 @@ def fit_and_watch(hook, log_every_n_steps: int = 3, epochs: int = 2):
 
     compat.quiet_lightning()
     torch.manual_seed(0)
-    data = RegressionData(source="synthetic", batch_size=4, samples=24, features=1, weight=2.0, bias=1.0, noise=0.1)
+    data = RegressionData(source="synthetic", batch_size=4, samples=24, features=1, weight=2.0, bias=1.0, noise=0.1,
+                          steps_per_call=steps_per_call)
     data.setup()
-    model = Regressor(optimizer=functools.partial(torch.optim.SGD, lr=0.01))
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    model = model_class(optimizer=functools.partial(torch.optim.SGD, lr=0.01))
+    trainer = L.Trainer(max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=log_every_n_steps, callbacks=[Watch()])
     trainer.fit(model, datamodule=data)
     return trainer
@@ -59,6 +63,49 @@ def test_our_logged_steps_are_lightnings_should_update_logs(every):
     pairs = []
     fit_and_watch(lambda t, i: pairs.append((compat.logs_this_step(t), t._logger_connector.should_update_logs)), every)
     assert len(pairs) == 12 and all(ours == theirs for ours, theirs in pairs)
+
+
+def test_self_log_writes_at_lightnings_batches_that_stepped_which_we_set_to_the_optimizer_step():
+    """Chunks of 4 and 2 optimizer steps: the epoch's cost is written at the epoch's last optimizer step, 5 and 11,
+    as with one step per training step (Lightning would write it at its count of training steps, 1 and 3)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Steps(CSVLogger):
+        written = []
+
+        def log_metrics(self, metrics, step=None):
+            Steps.written += [(name, step) for name in metrics if name == "train/cost"]
+
+    starts = []
+    fit_and_watch(lambda t, i: starts.append(t.global_step), steps_per_call=4, logger=Steps("/tmp"))
+    assert starts == [0, 4, 6, 10] and Steps.written == [("train/cost", 5), ("train/cost", 11)]
+
+
+class Hooked(L.Callback):
+    """Records the global step at every on_before_optimizer_step; asks for every step's hooks when ``every_step``."""
+
+    def __init__(self, every_step: bool):
+        self.every_step, self.seen = every_step, []
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.hooks_every_step = self.every_step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("every_step, expected", [(False, [2, 5, 8, 11]), (True, list(range(12)))])
+def test_a_step_without_hooks_counts_in_global_step_like_lightnings_own(every_step, expected):
+    """Chunks of 6 steps, logged every 3: every step counts in global_step; Lightning's per-step hooks run at the
+    logged steps only, or at all of them when the module asks for hooks_every_step."""
+    hooked = Hooked(every_step)
+
+    class WithHooked(Regressor):
+        def configure_callbacks(self):
+            return [*super().configure_callbacks(), hooked]
+
+    trainer = fit_and_watch(lambda t, i: None, steps_per_call=6, model_class=WithHooked)
+    assert trainer.global_step == 12 and hooked.seen == expected
 
 
 def test_grad_norm_names_the_total_2_norm():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from linreg import sources
-from linreg.data import RegressionData, TensorBatches
+from linreg.batches import TensorBatches
+from linreg.data import RegressionData
 from linreg.errors import ConfigError
 
 

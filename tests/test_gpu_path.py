@@ -165,7 +165,7 @@ def test_ddp_that_relaunches_the_command_line_is_refused_inside_a_sweep(
 
 # ---- defect 1: the epoch's running cost follows the module to its device and dtype after a restore ----
 
-RESUME = ["+experiment=minibatch", "trainer.max_epochs=3", "trainer.precision=64"]
+RESUME = ["+experiment=minibatch", "trainer.max_epochs=3", "trainer.precision=64", "data.steps_per_call=4"]
 STOP_MID_EPOCH = ["+callbacks.sigterm._target_=signals.SigtermAtStep", "+callbacks.sigterm.step=40"]  # epoch 1
 WATCH = ["+callbacks.watch._target_=test_gpu_path.StateWatch"]
 
@@ -200,7 +200,7 @@ def test_resumed_mid_epoch_the_running_cost_lives_where_the_module_does(tmp_path
     on the CPU it silently drops precision. Here the dtype stands in for the device."""
     partial, resumed = interrupt_then_resume(tmp_path, RESUME)
     assert partial["steps"] == 40 and resumed["status"] == "completed" and resumed["steps"] == 96
-    assert len(StateWatch.seen) == 56
+    assert len(StateWatch.seen) == 56 // 4  # training steps of 4 optimizer steps
     for state_device, state_dtype, device, dtype in StateWatch.seen:
         assert (state_device, state_dtype) == (device, dtype) == (torch.device("cpu"), torch.float64)
 
@@ -221,7 +221,8 @@ def test_resumed_mid_epoch_the_epoch_cost_is_the_uninterrupted_runs(tmp_path):
 def test_gpu_run_resumed_mid_epoch_matches_the_uninterrupted_one(tmp_path):
     from linreg.train import train
 
-    run = ["+experiment=minibatch", "trainer=gpu", "trainer.max_epochs=3", "optimizer=momentum", "optimizer.lr=0.01"]
+    run = ["+experiment=minibatch", "trainer=gpu", "trainer.max_epochs=3", "optimizer=momentum", "optimizer.lr=0.01",
+           "data.steps_per_call=4"]
     whole = train(compose_config(run, tmp_path / "whole"))
     partial, resumed = interrupt_then_resume(tmp_path, run)
     assert partial["status"] == "interrupted" and resumed["status"] == "completed"
@@ -256,7 +257,7 @@ def test_a_cpu_run_on_a_gpu_host_does_not_warn_about_the_gpu(monkeypatch):
 
 
 def orders(device: str, permute_on: str, epochs=(0, 0, 1)) -> list[torch.Tensor]:
-    from linreg.data import EpochPermutation
+    from linreg.batches import EpochPermutation
 
     sampler = EpochPermutation(1000, True, 7, device, permute_on)
     drawn = []

@@ -10,12 +10,14 @@ import torch
 from conftest import ROOT, compose_config, read_summary, script_env
 from omegaconf import OmegaConf
 
-from linreg.data import EpochPermutation
+from linreg.batches import EpochPermutation
 from linreg.errors import RunInterrupted
 from linreg.train import train
 
-# shuffled batches and momentum: resuming must restore both the data order and the optimizer state
-RUN = ["+experiment=minibatch", "optimizer=momentum", "optimizer.lr=0.01", "trainer.max_epochs=4"]
+# shuffled batches and momentum: resuming must restore both the data order and the optimizer state; chunks of 5
+# optimizer steps per training step, so that the run stops mid-epoch, at the chunk that reaches step 50: 52
+RUN = ["+experiment=minibatch", "optimizer=momentum", "optimizer.lr=0.01", "trainer.max_epochs=4",
+       "data.steps_per_call=5"]
 
 
 def numbers(summary: dict) -> dict:
@@ -30,7 +32,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run_bit_for_bit(
     with pytest.raises(RunInterrupted, match="resume="):
         train(compose_config(RUN + kill, stopped))
     partial = read_summary(stopped)
-    assert partial["status"] == "interrupted" and partial["steps"] == 50
+    assert partial["status"] == "interrupted" and partial["steps"] == 52
     assert (stopped / "checkpoints" / "last.ckpt").is_file()
 
     # resume reads the stopped run's .hydra/config.yaml; an in-process run has none, so save it as Hydra would

@@ -432,9 +432,9 @@ def test_resumed_run_folder_is_named_after_its_experiment(tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_job_stops_the_sweep(tmp_path):
     done = script("train.py", "-m", "+experiment=sgd", "optimizer.lr=0.01,0.02", QUIET,
-                  "+callbacks.sigterm._target_=signals.SigtermAtStep", "+callbacks.sigterm.step=5", cwd=tmp_path,
+                  "+callbacks.sigterm._target_=signals.SigtermAtStep", "+callbacks.sigterm.step=6", cwd=tmp_path,
                   env={"PYTHONPATH": f"{ROOT / 'tests'}:{ROOT / 'src'}"})
-    assert done.returncode == 130 and "error: interrupted at step 5" in done.stderr
+    assert done.returncode == 130 and "error: interrupted at step 6" in done.stderr  # 2 epochs of 3
     assert [p.name for p in only_job_folders(tmp_path)] == ["0_optimizer.lr=0.01"]  # the second job never started
 
 

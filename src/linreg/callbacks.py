@@ -84,9 +84,10 @@ class DivergenceGuard(L.Callback):
     """Stops the run as soon as its loss or parameters are non-finite, past ``bound``, or ``GROWTH`` times the
     loss before training, and says which learning rate is stable.
 
-    Checked at every logged step (every ``log_every_n_steps``, the step's loss), at every epoch end (the
-    epoch's mean loss and the parameters) and when training ends; train() checks the final loss once more.
-    Each check is one host sync; between them the epoch's loss is summed on the device. Lightning's
+    Checked at every logged step (every ``log_every_n_steps``, the step's loss; inside a training step of several
+    optimizer steps, after it, naming the first logged step that ran away), at every epoch end (the epoch's mean
+    loss and the parameters) and when training ends; train() checks the final loss once more. Each check is one
+    host sync per training step at most; between them the epoch's loss is summed on the device. Lightning's
     EarlyStopping watches for non-finite values too, but only stops, without a status or a reason.
     """
 
@@ -114,13 +115,20 @@ class DivergenceGuard(L.Callback):
         self._sum, self._seen = 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
-        self._sum = self._sum + loss.float() * len(batch[0])
-        self._seen += len(batch[0])
+        losses = outputs["loss"].detach()  # one per optimizer step of the training step's chunk of batches
+        rows = batch[0].shape[1]
+        self._sum = self._sum + losses.float().sum() * rows
+        self._seen += rows * len(losses)
         every = trainer.log_every_n_steps or 1
-        if trainer.global_step % every == 0:
-            value = float(loss)
-            self._stop_if(runaway(value, self.start_loss, self.bound, growth=None), trainer, pl_module, value, log=True)
+        first = trainer.global_step - len(losses)  # the chunk's first optimizer step
+        logged = [i for i in range(len(losses)) if (first + i + 1) % every == 0]
+        reason, step = None, trainer.global_step
+        for i, value in zip(logged, losses[logged].tolist() if logged else []):  # one host sync per chunk
+            reason = runaway(value, self.start_loss, self.bound, growth=None)
+            if reason:
+                step = first + i + 1
+                break
+        self._stop_if(reason, trainer, pl_module, step)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check_epoch(trainer, pl_module)
@@ -136,20 +144,19 @@ class DivergenceGuard(L.Callback):
         reason = reason and f"the epoch's mean {reason}"
         if reason is None and not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             reason = "the parameters are no longer finite"
-        self._stop_if(reason, trainer, pl_module, mean)
+        self._stop_if(reason, trainer, pl_module)
 
-    def _stop_if(self, reason: str | None, trainer, pl_module, loss: float, log: bool = False) -> None:
+    def _stop_if(self, reason: str | None, trainer, pl_module, step: int | None = None) -> None:
         # under DDP each rank sees the loss of its own share: stop all of them when any one diverges, since a
         # rank that raises alone leaves the others waiting in the next all-reduce
         if not trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
             return
-        for logger in trainer.loggers if log else ():  # the step that blew up, which Lightning would not write
-            logger.log_metrics({"train/loss": loss * pl_module.loss_scale()}, step=trainer.global_step - 1)
-        raise DivergedError(diverged_message(reason or "another rank's loss ran away", trainer, pl_module))
+        message = diverged_message(reason or "another rank's loss ran away", trainer, pl_module, step)
+        raise DivergedError(message)
 
 
-def diverged_message(reason: str, trainer, pl_module) -> str:
-    """The one line of a diverged run: where, why, the learning rate, and a stable range."""
+def diverged_message(reason: str, trainer, pl_module, step: int | None = None) -> str:
+    """The one line of a diverged run: where (``step``, else the trainer's), why, the learning rate, a stable range."""
     optimizer = trainer.optimizers[0]
     data = trainer.datamodule
     if pl_module.is_linear:
@@ -158,7 +165,7 @@ def diverged_message(reason: str, trainer, pl_module) -> str:
     else:
         advice = "lower optimizer.lr, e.g. by a factor of 10"
     return (
-        f"training diverged at step {trainer.global_step}: {reason} "
+        f"training diverged at step {trainer.global_step if step is None else step}: {reason} "
         f"with optimizer.lr={optimizer.param_groups[0]['lr']:g}; {advice}"
     )
 

@@ -1,9 +1,5 @@
-"""The LightningDataModule: in-memory tensors served in batches cut by slicing.
-
-A ``TensorDataset`` behind a default ``DataLoader`` fetches and collates one sample at a time, which for a
-linear model costs 10 to 300 times the arithmetic (docs/benchmarks.md). Here a batch is a slice of the
-tensors, or one ``index_select`` of a seeded per-epoch permutation when shuffling.
-"""
+"""The LightningDataModule: loads a source, splits it, fits the standardisation statistics, and hands the
+trainer its loaders (``batches.TensorBatches``: slices of in-memory tensors, no per-sample Dataset)."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ import lightning as L
 import torch
 
 from linreg import compat, sources, validate
+from linreg.batches import TensorBatches, auto_steps_per_call
 from linreg.errors import ConfigError
 
 CHUNK = 65_536  # rows summed at a time in float64
@@ -66,90 +63,11 @@ def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), std.float()
 
 
-class EpochPermutation:
-    """The order of the samples in one epoch: a permutation seeded by (seed, epoch), or None for in order.
-
-    It plays the part of a sampler: Lightning calls ``set_epoch`` on a loader's ``sampler`` at the start
-    of every epoch, also after resuming from a checkpoint, so the data order resumes exactly.
-
-    ``permute_on="cpu"`` draws the order on the CPU, the same on every device, so a GPU run sees the batches
-    of the CPU run; for a GPU it is drawn into pinned memory and copied without blocking. ``"device"`` draws
-    it where the data lives with that device's generator: nothing crosses the bus, but the order differs
-    from the CPU's (reproducible on the same kind of device).
-    """
-
-    def __init__(self, samples: int, shuffle: bool, seed: int, device=None, permute_on: str = "cpu"):
-        self.samples, self.shuffle, self.seed, self.epoch = samples, shuffle, seed, 0
-        self.device, self.permute_on = torch.device(device or "cpu"), permute_on
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def indices(self) -> torch.Tensor | None:
-        if not self.shuffle:
-            return None
-        seed = self.seed * 1_000_003 + self.epoch
-        if self.permute_on == "device":
-            generator = torch.Generator(self.device).manual_seed(seed)
-            return torch.randperm(self.samples, generator=generator, device=self.device)
-        pinned = self.device.type == "cuda"
-        order = torch.randperm(self.samples, generator=torch.Generator().manual_seed(seed), pin_memory=pinned)
-        return order.to(self.device, non_blocking=pinned)
-
-
-class TensorBatches(compat.ResumableLoader):
-    """Yields ``(x, y)`` batches of one rank's share of every global batch.
-
-    Global batch ``i`` holds samples ``i*B .. (i+1)*B`` of the epoch's order, and rank ``r`` of ``W`` takes
-    the ``r``-th of its ``W`` equal parts, so a DDP run sees the same global batches as a single process.
-    The one exception: the last, shorter batch of an epoch is cut to a multiple of ``W`` (up to ``W - 1``
-    samples an epoch sit out) so that every rank gets the same share.
-    """
-
-    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, rank=0, world_size=1, device=None,
-                 completed_batches=None, permute_on: str = "cpu"):
-        self.x, self.y = x.to(device), y.to(device)
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.sampler = EpochPermutation(len(x), shuffle, seed, self.x.device, permute_on)
-        self.completed_batches = completed_batches  # () -> how many batches of this epoch the trainer completed
-        self._skip = 0
-
-    def state_dict(self) -> dict:
-        """Where a checkpoint taken mid-epoch stands, so Lightning can resume on the very next batch.
-
-        The count comes from the trainer, not from this iterator, which Lightning reads one batch ahead.
-        """
-        return {"epoch": self.sampler.epoch, "completed": self.completed_batches() if self.completed_batches else 0}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.set_epoch(state["epoch"])
-        self._skip = state["completed"]
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self.x), self.batch_size)
-        return full + (1 if rest // self.world_size > 0 else 0)
-
-    def __iter__(self):
-        # One batch of the whole set: its gradient is the same in any order, so skip the permutation and
-        # the copy of the set that index_select would make (docs/benchmarks.md: memory).
-        order = self.sampler.indices() if self.batch_size < len(self.x) else None
-        n = len(self.x)
-        first, self._skip = self._skip * self.batch_size, 0
-        for start in range(first, len(self) * self.batch_size, self.batch_size):
-            share = (min(start + self.batch_size, n) - start) // self.world_size
-            lo = start + self.rank * share
-            if order is None:
-                yield self.x[lo : lo + share], self.y[lo : lo + share]
-            else:
-                index = order[lo : lo + share]
-                yield self.x.index_select(0, index), self.y.index_select(0, index)
-
-
 class RegressionData(L.LightningDataModule):
     """Serves one of ``SOURCES`` with a batch size: 1 is SGD, ``full`` is GD, anything between mini-batch.
 
     ``batch_size`` is the global batch; under DDP each device gets ``batch_size / world_size`` samples.
-    ``permute_on`` says where a shuffled order is drawn (EpochPermutation): ``cpu``, the default, gives a GPU
+    ``permute_on`` says where a shuffled order is drawn (batches.EpochPermutation): ``cpu``, the default, gives a GPU
     run the CPU run's batches; ``device`` saves the GPU the copy of the order every epoch.
     ``val_fraction`` and ``test_fraction`` hold out disjoint seeded shares; ``standardize`` asks the model to
     scale the features and the target by the training split's statistics (see ``standardization``).
@@ -167,6 +85,7 @@ class RegressionData(L.LightningDataModule):
         standardize: bool = False,
         seed: int = 0,
         permute_on: str = "cpu",
+        steps_per_call: int | str = "auto",
         **options,
     ):
         super().__init__()
@@ -176,13 +95,15 @@ class RegressionData(L.LightningDataModule):
             RegressionData._named_seed = True
             print("note: data=seed is now data=lesson (the lesson's three points); 'seed' means only the random seed")
         fractions = {"data.val_fraction": val_fraction, "data.test_fraction": test_fraction}
-        validate.check_values({"data.batch_size": batch_size, "data.permute_on": permute_on, **fractions})
+        validate.check_values({"data.batch_size": batch_size, "data.permute_on": permute_on,
+                               "data.steps_per_call": steps_per_call, **fractions})
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} leave nothing to train on: "
                 "keep their sum below 1"
             )
         self.source, self.batch_size, self.shuffle, self.permute_on = source, batch_size, shuffle, permute_on
+        self.steps_per_call = steps_per_call
         self.val_fraction, self.test_fraction, self.standardize = val_fraction, test_fraction, standardize
         self.seed, self.options = seed, options
         self.x_train = self.y_train = self.x_val = self.y_val = self.x_test = self.y_test = None
@@ -230,10 +151,10 @@ class RegressionData(L.LightningDataModule):
     def global_batch_size(self) -> int:
         return len(self.x_train) if self.batch_size == "full" else self.batch_size
 
-    def _loader(self, x, y, batch_size: int, shuffle: bool) -> TensorBatches:
+    def _loader(self, x, y, batch_size: int, shuffle: bool, steps_per_call: int | None = None) -> TensorBatches:
         trainer = self.trainer
         if trainer is None:
-            return TensorBatches(x, y, batch_size, shuffle, self.seed)
+            return TensorBatches(x, y, batch_size, shuffle, self.seed, steps_per_call=steps_per_call)
         return TensorBatches(
             x,
             y,
@@ -245,7 +166,20 @@ class RegressionData(L.LightningDataModule):
             trainer.strategy.root_device,
             completed_batches=lambda: compat.completed_batches(trainer),
             permute_on=self.permute_on,
+            steps_per_call=steps_per_call,
         )
+
+    def training_steps_per_call(self, world: int = 1, autograd: bool = True) -> int:
+        """K, the optimizer steps one training step takes: ``steps_per_call``, or ``auto``'s choice, at most the
+        epoch's full batches. 1 for autograd under DDP, whose gradient sync runs once per forward of the
+        wrapped module, that is once per training step."""
+        batch = self.global_batch_size()
+        batches = max(1, len(self.x_train) // batch)
+        if world > 1 and autograd:
+            return 1
+        if self.steps_per_call == "auto":
+            return auto_steps_per_call(batch // world, self.num_features, batches)
+        return min(self.steps_per_call, batches)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """TensorBatches cuts its batches on the device already: skip Lightning's walk over every batch."""
@@ -262,7 +196,11 @@ class RegressionData(L.LightningDataModule):
                 f"devices, or {len(self.x_train) % world} of them would never be trained on; change the number "
                 "of samples or of devices"
             )
-        return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle)
+        steps = None  # plain batches for anyone else who reads the training split (grid search, walk-throughs)
+        if self.trainer is not None and self.trainer.training:  # chunks for the fit loop: see Regressor
+            autograd = self.trainer.lightning_module.hparams.get("gradient", "autograd") == "autograd"
+            steps = self.training_steps_per_call(world, autograd)
+        return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle, steps)
 
     def val_dataloader(self):
         if self.x_val is None:

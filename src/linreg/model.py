@@ -1,8 +1,13 @@
 """The LightningModule: a linear model (or an MLP) fitted by MSE, with autograd or the seed's hand gradient.
 
-The lesson in four parts: the forward pass (``forward``), the cost (MSE in ``training_step``), the autograd
-step (Lightning calls backward and the optimizer) and the hand-derived step (``analytic_gradient``). What is
-watched from outside (the path, parameter and gradient scalars) lives in ``linreg.trajectory``.
+The lesson in four parts: the forward pass (``forward``), the cost (MSE in ``fit_batch``), the autograd step
+(backward, then the optimizer) and the hand-derived step (``analytic_gradient``). What is watched from outside
+(the path, parameter and gradient scalars) lives in ``linreg.trajectory``.
+
+Each training step gets a chunk of consecutive batches from the data (``data.steps_per_call``) and takes one
+optimizer step per batch, by manual optimisation: Lightning's fixed cost per training step, about ten times a
+small batch's arithmetic, is paid once per chunk. Every optimizer step is still a step: ``global_step`` counts
+them, and their values are logged at their own step numbers.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import torchmetrics
 from torch import nn
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from linreg import compat
+from linreg import compat, validate
 from linreg.errors import ConfigError
-from linreg.trajectory import Trajectory
+from linreg.trajectory import StepLog, Trajectory
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 GRADIENTS = ("autograd", "analytic")
@@ -79,9 +84,13 @@ class EpochCost(torchmetrics.Metric):
         self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum", persistent=True)
         self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum", persistent=True)
 
-    def update(self, loss: torch.Tensor, samples: int) -> None:
-        self.total += loss * samples
-        self.count += samples
+    def update(self, losses: torch.Tensor, samples: int) -> None:
+        """Add the losses of consecutive steps of ``samples`` each, one at a time: the same sum in the same order
+        however many steps a training step takes."""
+        total = self.total  # added to in place: an attribute assignment on a module costs a few µs a time
+        for product in losses * samples:
+            total.add_(product)
+        self.count += samples * len(losses)
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count
@@ -91,9 +100,10 @@ class Regressor(L.LightningModule):
     """Fits ``y_hat = net(x)`` by mean squared error.
 
     ``gradient=autograd`` lets back-propagation find the gradient; ``gradient=analytic`` sets it by the seed's
-    formula (``analytic_gradient``) and applies it through the same torch optimizer by manual optimisation.
-    The loss is logged only every ``trainer.log_every_n_steps`` steps, since each ``self.log`` call costs about
-    as much as a whole step of this model; ``train/cost`` is the epoch's mean loss.
+    formula (``analytic_gradient``); either way the configured torch optimizer applies it, one step per batch of
+    the chunk a training step gets (manual optimisation). The loss is logged every ``trainer.log_every_n_steps``
+    optimizer steps, at the step's own number, through ``step_log``; ``train/cost`` is the epoch's mean loss.
+    ``gradient_clip_val`` clips every step's gradient norm (``self.clip_gradients``).
     """
 
     def __init__(
@@ -107,6 +117,7 @@ class Regressor(L.LightningModule):
         hidden: int = 16,
         activation: str = "identity",
         standardize: bool = False,
+        gradient_clip_val: float | None = None,
         optimizer=None,
     ):
         super().__init__()
@@ -114,6 +125,7 @@ class Regressor(L.LightningModule):
             raise ConfigError(f"model.gradient={gradient!r} is not known; use one of {list(GRADIENTS)}")
         if gradient == "analytic" and depth:
             raise ConfigError("model.gradient=analytic is derived for the linear model only: use model.depth=0")
+        validate.check_values({"model.gradient_clip_val": gradient_clip_val})
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.net = build_net(in_features, bias, depth, hidden, activation, init_weight, init_bias)
         if standardize:  # buffers, so the checkpoint carries the scaling with the weights
@@ -126,8 +138,9 @@ class Regressor(L.LightningModule):
         )
         self.val_r2 = R2Score()
         self.optimizer_factory = optimizer
-        self.automatic_optimization = gradient == "autograd"
-        self._evaluated_step = None  # (global step, batch) whose loss training_step last computed
+        self.automatic_optimization = False  # several optimizer steps per training step: see fit_batch
+        self.step_log = StepLog()  # per-step values, written after each training step by Trajectory
+        self.hooks_every_step = False  # a callback that needs Lightning's per-step hooks at every step sets it
 
     @property
     def is_linear(self) -> bool:
@@ -196,29 +209,51 @@ class Regressor(L.LightningModule):
     def on_train_epoch_start(self) -> None:  # not called for an epoch resumed in its middle: its cost goes on
         self.epoch_cost.reset()
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        # L-BFGS evaluates this step's closure several times: count and log only its first evaluation
-        step = (self.global_step, batch_idx)
-        first, self._evaluated_step = self._evaluated_step != step, step
-        log_now = first and compat.logs_this_step(self.trainer)
+    def training_step(self, chunk, chunk_idx):
+        """One optimizer step for each batch of the chunk, ``(steps, rows, features)``; returns their losses."""
+        optimizer, first = self.optimizers(), self.global_step
+        # Lightning's per-step hooks (on_before_backward, on_before_optimizer_step, ...) cost about 0.1 ms a step,
+        # more than a small batch's arithmetic: they run at the logged steps, and at every step when a callback
+        # asks for them (hooks_every_step) or DDP or mixed precision need Lightning's backward
+        hooks = self.hooks_every_step or not compat.plain_backward(self.trainer)
+        steps = zip(range(first, first + len(chunk[0])), *chunk)
+        losses = torch.stack([self.fit_batch(optimizer, x, y, step, hooks) for step, x, y in steps])
+        self.epoch_cost.update(self.in_target_units(losses), chunk[0].shape[1])
+        return {"loss": losses}  # in the optimiser's units, as the divergence checks want them
+
+    def fit_batch(self, optimizer, x: torch.Tensor, y: torch.Tensor, step: int, hooks: bool = True) -> torch.Tensor:
+        """Optimizer step number ``step`` on one batch; returns the batch's loss before it, of the scaled target
+        when standardising (``train/loss`` is logged in the target's units)."""
+        log_now = compat.logs_this_step(self.trainer, step)
+        hooks = hooks or log_now
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         x, y = self.scaled(x), self.scaled_target(y)
-        if self.automatic_optimization:  # autograd: Lightning calls backward() and the optimizer's step
-            loss = F.mse_loss(self.net(x), y)
-        else:  # the hand-derived gradient, then the same optimizer's step
-            loss, grads = analytic_gradient(x, y, self.net)
-            if self.trainer.world_size > 1:  # DDP averages autograd's gradients; do the same for ours
-                grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
-            for p, g in zip(self.net.parameters(), grads):
-                p.grad = g
-            self.optimizers().step()
-        cost = self.in_target_units(loss.detach())
-        if first:
-            self.epoch_cost.update(cost, len(x))
+
+        def closure():  # L-BFGS calls it several times a step; every other optimizer once
+            if self.hparams.gradient == "autograd":
+                optimizer.zero_grad()
+                loss = F.mse_loss(self.net(x), y)
+                self.manual_backward(loss) if hooks else loss.backward()
+            else:  # the hand-derived gradient, applied by the same optimizer
+                loss, grads = analytic_gradient(x, y, self.net)
+                if self.trainer.world_size > 1:  # DDP averages autograd's gradients; do the same for ours
+                    grads = [self.trainer.strategy.reduce(g, reduce_op="mean") for g in grads]
+                for p, g in zip(self.net.parameters(), grads):
+                    p.grad = g
+            if self.hparams.gradient_clip_val is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+            return loss
+
+        # the closure's first loss: the one before the step
+        loss = optimizer.step(closure=closure) if hooks else compat.step_without_hooks(optimizer, closure)
+        loss = loss.detach()
         if log_now:
-            self.log("train/loss", cost, on_step=True, on_epoch=False)
+            self.step_log.add(step, {"train/loss": self.in_target_units(loss)})
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # what self.log writes (the epoch's cost, validation) goes at the optimizer step's number too
+        compat.log_at_optimizer_steps(self.trainer)
 
     def on_train_epoch_end(self) -> None:
         self.log("train/cost", self.epoch_cost.compute(), prog_bar=True)

@@ -31,7 +31,7 @@ class CourseTrace(L.Callback):
 
     def __init__(self, enabled: bool = False, x=(4.0,)):
         self.enabled, self.x = enabled, list(x)
-        self._sample = None
+        self._chunk = None
 
     def _query(self, pl_module) -> torch.Tensor:
         p = next(pl_module.parameters())
@@ -52,34 +52,39 @@ class CourseTrace(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.enabled:
+            pl_module.hooks_every_step = True  # a grad: line for every optimizer step, not only the logged ones
             self._predict(pl_module, "before")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._sum, self._seen, self._last = 0.0, 0, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        x, y = batch
-        self._sample = (_value(x), _value(y)) if self.enabled and len(x) == 1 else None
+        # a chunk of one-sample batches (data.steps_per_call): its optimizer steps come one by one below
+        xs, ys = batch
+        self._chunk = (xs, ys, trainer.global_step) if self.enabled and xs.shape[1] == 1 else None
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if self._sample is None or not pl_module.is_linear:
+        if self._chunk is None or not pl_module.is_linear:
             return
+        xs, ys, first = self._chunk
+        i = trainer.global_step - first  # this optimizer step's batch in the chunk
         net = pl_module.net
         grads = [_value(net.weight.grad)] + ([] if net.bias is None else [_value(net.bias.grad)])
-        pl_module.print("\tgrad:", *self._sample, *grads)
+        pl_module.print("\tgrad:", _value(xs[i]), _value(ys[i]), *grads)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.enabled:
             return
-        loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
-        self._sum += loss * len(batch[0])
-        self._seen += len(batch[0])
-        self._last = loss
+        rows = batch[0].shape[1]
+        for loss in outputs["loss"].tolist():  # one per optimizer step
+            self._sum += loss * rows
+            self._seen += rows
+            self._last = loss
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self.enabled or not self._seen:
             return
-        if self._sample is not None:
+        if self._chunk is not None:
             pl_module.print(f"progress: {trainer.current_epoch}{self._weights(pl_module)} loss= {self._last}")
         else:
             pl_module.print(f"Epoch: {trainer.current_epoch}{self._weights(pl_module)} loss= {self._sum / self._seen}")

@@ -47,7 +47,7 @@ def try_optimizer(model: Regressor) -> None:
     except (ValueError, TypeError, RuntimeError) as error:
         raise ConfigError(f"optimizer: {error}; check the optimizer.* settings") from error
     closure = inspect.signature(optimizer.step).parameters.get("closure")
-    if not model.automatic_optimization and closure is not None and closure.default is inspect.Parameter.empty:
+    if model.hparams.gradient == "analytic" and closure is not None and closure.default is inspect.Parameter.empty:
         raise ConfigError(
             f"model.gradient=analytic sets the gradient by hand for one step at a time, but "
             f"{type(optimizer).__name__} needs a closure that re-evaluates the loss: use model.gradient=autograd, "

@@ -61,6 +61,10 @@ RULES = [
     ("data.standardize", lambda v: isinstance(v, bool), "true or false"),
     ("data.shuffle", lambda v: isinstance(v, bool), "true or false"),
     ("data.permute_on", lambda v: v in ("cpu", "device"), "cpu (the CPU run's order) or device (drawn on the GPU)"),
+    ("data.steps_per_call", lambda v: v == "auto" or _whole(v, 1), "a whole number >= 1, or auto"),
+    ("model.gradient_clip_val", lambda v: v is None or (_number(v) and v > 0), "a number > 0, or null for none"),
+    ("trainer.gradient_clip_val", lambda v: v is None, "null: clip with model.gradient_clip_val, since the model "
+                                                       "takes its optimizer steps itself (manual optimisation)"),
     ("model.depth", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("model.hidden", lambda v: _whole(v, 1), "a whole number >= 1"),
     ("model.init_weight", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),

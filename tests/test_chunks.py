@@ -1,0 +1,92 @@
+"""Several optimizer steps per training step (data.steps_per_call): every optimizer step is still a step."""
+
+import lightning as L
+import pytest
+import torch
+
+from linreg.batches import auto_steps_per_call
+from linreg.data import RegressionData
+from linreg.errors import ConfigError
+
+SMALL = ["+experiment=minibatch", "data.samples=203", "data.batch_size=8", "trainer.max_epochs=2",
+         "trainer.log_every_n_steps=3"]
+
+
+def scalars_by_step(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+class CountCalls(L.Callback):
+    calls = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        CountCalls.calls += 1
+
+
+@pytest.mark.parametrize("gradient", ["autograd", "analytic"])
+def test_chunks_log_and_train_exactly_as_single_steps(run_train, gradient):
+    """25 full batches and a short one an epoch, in chunks of 4: the same steps, the same logged numbers at the
+    same step numbers, the same epoch cost and weights as one optimizer step per training step."""
+    runs = {}
+    for k in (1, 4):
+        CountCalls.calls = 0
+        summary, folder = run_train(
+            [*SMALL, f"model.gradient={gradient}", f"data.steps_per_call={k}",
+             "+callbacks.count._target_=test_chunks.CountCalls"], name=f"k{k}")
+        runs[k] = (summary, scalars_by_step(folder), CountCalls.calls)
+    (one, tags_one, calls_one), (four, tags_four, calls_four) = runs[1], runs[4]
+    assert calls_one == 2 * 26 and calls_four == 2 * (7 + 1)  # ceil(25 / 4) chunks and the short batch
+    assert one["steps"] == four["steps"] == 2 * 26
+    for tag in ("train/loss", "params/w", "params/b", "train/grad_w", "train/grad_b", "train/grad_norm"):
+        assert tags_four[tag] == tags_one[tag], tag
+        assert [step for step, _ in tags_one[tag]] == list(range(2, 52, 3)), tag
+    assert tags_four["train/cost"] == tags_one["train/cost"]
+    assert four["final_loss"] == one["final_loss"]
+
+
+def test_auto_takes_about_a_millisecond_or_more_of_small_steps_and_one_large_step():
+    assert auto_steps_per_call(rows=1, features=1, batches=10_000) > 10
+    assert auto_steps_per_call(rows=1, features=1, batches=3) == 3  # at most an epoch
+    assert auto_steps_per_call(rows=1_000_000, features=1, batches=100) == 1
+
+
+def test_steps_per_call_is_checked_and_capped_by_the_epoch():
+    with pytest.raises(ConfigError, match="data.steps_per_call"):
+        RegressionData("synthetic", batch_size=4, steps_per_call=0, samples=10)
+    data = RegressionData("synthetic", batch_size=4, steps_per_call=50, samples=10, features=1, weight=2.0,
+                          bias=1.0, noise=0.1)
+    data.setup()
+    assert data.training_steps_per_call() == 2
+    assert data.training_steps_per_call(world=2, autograd=True) == 1  # DDP syncs once per training step
+
+
+def test_trace_prints_every_step_of_a_chunk(run_train, capsys):
+    run_train(["+experiment=sgd", "report.trace=true", "data.steps_per_call=3", "trainer.max_epochs=2"])
+    grads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("\tgrad:")]
+    assert [line.split()[1:3] for line in grads] == [["1.0", "2.0"], ["2.0", "4.0"], ["3.0", "6.0"]] * 2
+
+
+def test_gradient_clipping_bounds_every_step(run_train):
+    _, folder = run_train([*SMALL, "optimizer.lr=0.5", "model.gradient_clip_val=0.01",
+                                 "trainer.log_every_n_steps=1"])
+    norms = [value for _, value in scalars_by_step(folder)["train/grad_norm"]]
+    assert norms and max(norms) <= 0.01 * (1 + 1e-5)
+    with pytest.raises(ConfigError, match="gradient_clip_val"):
+        run_train([*SMALL, "model.gradient_clip_val=-1"], name="bad")
+
+
+def test_a_mid_epoch_state_resumes_on_the_next_chunk_and_refuses_another_chunk_size():
+    from linreg.batches import TensorBatches
+
+    x = torch.arange(20.0).reshape(-1, 1)
+    whole = [xs.reshape(-1).tolist() for xs, _ in TensorBatches(x, x, 2, True, 0, steps_per_call=3)]
+    resumed = TensorBatches(x, x, 2, True, 0, steps_per_call=3)
+    resumed.load_state_dict({"epoch": 0, "completed": 2, "batches_per_item": 3})
+    assert [xs.reshape(-1).tolist() for xs, _ in resumed] == whole[2:]
+    with pytest.raises(ConfigError, match="data.steps_per_call=3"):
+        TensorBatches(x, x, 2, True, 0, steps_per_call=4).load_state_dict({"epoch": 0, "completed": 2,
+                                                                             "batches_per_item": 3})
