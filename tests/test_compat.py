@@ -108,11 +108,21 @@ def test_a_step_without_hooks_counts_in_global_step_like_lightnings_own(every_st
     assert trainer.global_step == 12 and hooked.seen == expected
 
 
-def test_grad_norm_names_the_total_2_norm():
-    net = torch.nn.Linear(2, 1)
-    net(torch.ones(3, 2)).sum().backward()
-    expected = torch.cat([p.grad.reshape(-1) for p in net.parameters()]).norm()
-    assert float(compat.total_grad_norm(net)) == pytest.approx(float(expected))
+@pytest.mark.parametrize("prefix", ["", "run"])
+def test_log_scalars_writes_what_log_metrics_writes(tmp_path, prefix):
+    """One event per step (or, with a prefix, Lightning's own log_metrics): TensorBoard reads the same tags,
+    steps and values either way."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version="", prefix=prefix)
+    for step in (3, 7):
+        compat.log_scalars(logger, {"params/w": 0.1 * step, "train/loss": 1.5 / step}, step)
+    logger.finalize("success")
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    tag = (prefix + "-" if prefix else "") + "train/loss"
+    assert sorted(events.Tags()["scalars"]) == sorted([tag, tag.replace("train/loss", "params/w")])
+    assert [(e.step, e.value) for e in events.Scalars(tag)] == [(3, pytest.approx(0.5)), (7, pytest.approx(1.5 / 7))]
 
 
 def test_sigterm_exception_is_raised_between_steps():

@@ -51,7 +51,8 @@ class Trajectory(L.Callback):
         self._logged_step = step
         if self.keeps_path(pl_module) and step > 0:
             self.path.append(flat_parameters(pl_module))
-        scalars = {**parameter_scalars(pl_module), "train/grad_norm": compat.total_grad_norm(pl_module)}
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        scalars = {**parameter_scalars(pl_module), "train/grad_norm": torch.nn.utils.get_total_norm(grads)}
         pl_module.step_log.add(step, {**scalars, **gradient_scalars(pl_module)})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -83,14 +84,14 @@ class StepLog:
 
     def write(self, trainer) -> None:
         pending, self.pending = self.pending, []
-        if not pending or not trainer.loggers:
+        if not pending or not trainer.loggers or not trainer.is_global_zero:  # loggers write on rank zero only
             return
         # float64 holds any float32 or float64 value exactly: what is written is each value as float(value) gives it
         numbers = iter(torch.stack([v.detach().reshape(()).double() for _, d in pending for v in d.values()]).tolist())
         for step, values in pending:
             scalars = {tag: next(numbers) for tag in values}
             for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=step)
+                compat.log_scalars(logger, scalars, step)
 
 
 def flat_parameters(model) -> torch.Tensor:
@@ -108,7 +109,7 @@ def parameter_scalars(model) -> dict[str, torch.Tensor]:
     for short, p in zip("wb", model.coefficients()):
         if p is None:
             continue
-        flat = p.detach().reshape(-1).clone()
+        flat = p.detach().reshape(-1).clone().unbind()  # unbind: one call, where iterating makes a tensor a time
         for i, value in enumerate(flat):
             scalars[f"params/{short}" if len(flat) == 1 else f"params/{short}_{i}"] = value
     return scalars
