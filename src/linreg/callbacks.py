@@ -1,8 +1,9 @@
-"""Lightning callbacks of our own: divergence, the last checkpoint, Ctrl-C or SIGTERM mid-run, and the run's
-epoch and step counts under ddp_spawn."""
+"""Lightning callbacks of our own: divergence, the last checkpoint, Ctrl-C or SIGTERM mid-run, the run's
+epoch and step counts under ddp_spawn, and a DDP process's clean exit."""
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import signal
@@ -235,3 +236,25 @@ class CountsToMainProcess(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         counts = {"counts/epochs": trainer.current_epoch, "counts/steps": trainer.global_step}
         compat.send_to_main_process(trainer, counts)
+
+
+def destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+class ProcessGroupEndsBeforeExit(L.Callback):
+    """Destroys this process's DDP process group when the process exits, before the interpreter shuts down.
+
+    Lightning (checked on 2.6.6) does that for NCCL only, so a gloo (CPU) rank exited with its group alive:
+    a gloo worker thread could then still be dropping the last all-reduce's tensors (the hand all-reduce of
+    ``model.gradient=analytic``) while the interpreter finalised. Dropping a tensor that Python also holds takes
+    the GIL, a thread that asks for it then is ended mid-destructor, and the rank aborted: "terminate called
+    without an active exception". Exit handlers run before that point, and destroying the group waits for its
+    threads. Registered once per process, in the process that trains (a ddp_spawn worker, a ddp rank).
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            atexit.unregister(destroy_process_group)  # once, however many times this process trains
+            atexit.register(destroy_process_group)

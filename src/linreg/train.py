@@ -16,6 +16,7 @@ from linreg.callbacks import (
     END_GROWTH,
     CountsToMainProcess,
     DivergenceGuard,
+    ProcessGroupEndsBeforeExit,
     growth_floor,
     optimiser_inputs,
     runaway,
@@ -65,7 +66,11 @@ def build(cfg: DictConfig) -> tuple[RegressionData, Regressor, L.Trainer]:
     if data.standardize:  # fitted on the training split only; the checkpoint keeps them with the weights
         model.set_standardization(*data.standardization())
     try_optimizer(model)
-    callbacks = [*(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()), CountsToMainProcess()]
+    callbacks = [
+        *(make(c, f"callbacks.{name}") for name, c in cfg.callbacks.items()),
+        CountsToMainProcess(),
+        ProcessGroupEndsBeforeExit(),
+    ]
     trainer = make(cfg.trainer, "trainer", logger=make(cfg.logger, "logger"), callbacks=callbacks)
     return data, model, trainer
 
