@@ -247,11 +247,12 @@ class ProcessGroupEndsBeforeExit(L.Callback):
     """Destroys this process's DDP process group when the process exits, before the interpreter shuts down.
 
     Lightning (checked on 2.6.6) does that for NCCL only, so a gloo (CPU) rank exited with its group alive:
-    a gloo worker thread could then still be dropping the last all-reduce's tensors (the hand all-reduce of
-    ``model.gradient=analytic``) while the interpreter finalised. Dropping a tensor that Python also holds takes
-    the GIL, a thread that asks for it then is ended mid-destructor, and the rank aborted: "terminate called
-    without an active exception". Exit handlers run before that point, and destroying the group waits for its
-    threads. Registered once per process, in the process that trains (a ddp_spawn worker, a ddp rank).
+    a gloo worker thread could then still be dropping the tensors of an all-reduce that Python called (the
+    hand all-reduce of ``model.gradient=analytic``, a metric's or a logged value's sync) while the interpreter
+    finalised. Dropping a tensor that Python also holds takes the GIL, a thread that asks for it then is ended
+    mid-destructor, and the rank aborted: "terminate called without an active exception". Exit handlers run
+    before that point, and destroying the group waits for its threads. Registered once per process, in the
+    process that trains (a ddp_spawn worker, a ddp rank).
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
