@@ -48,6 +48,29 @@ def test_chunks_log_and_train_exactly_as_single_steps(run_train, gradient):
     assert four["final_loss"] == one["final_loss"]
 
 
+def test_a_plain_loader_of_batches_takes_one_step_per_batch():
+    """A DataLoader of (rows, features) batches, as one would write without this project's data module, must
+    train as batches, not as chunks of one-sample steps."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from linreg.model import Regressor
+
+    x = torch.linspace(-1, 1, 32).unsqueeze(1)
+    y = 2 * x + 1
+    fitted = []
+    for loader in (DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(x, y), batch_size=32)):
+        torch.manual_seed(0)
+        model = Regressor(init_weight=0.0, init_bias=0.0, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+        trainer.fit(model, train_dataloaders=loader)
+        fitted.append((trainer.global_step, model.net.weight.item(), model.net.bias.item()))
+    (steps8, *_), (steps32, w, b) = fitted
+    assert (steps8, steps32) == (4, 1)
+    # one full-batch step from zero: w = 0.1 * 2 * mean(x * y), b = 0.1 * 2 * mean(y)
+    assert (w, b) == pytest.approx((0.2 * (x * y).mean().item(), 0.2 * y.mean().item()))
+
+
 def test_auto_takes_about_a_millisecond_or_more_of_small_steps_and_one_large_step():
     assert auto_steps_per_call(rows=1, features=1, batches=10_000) > 10
     assert auto_steps_per_call(rows=1, features=1, batches=3) == 3  # at most an epoch

@@ -210,7 +210,10 @@ class Regressor(L.LightningModule):
         self.epoch_cost.reset()
 
     def training_step(self, chunk, chunk_idx):
-        """One optimizer step for each batch of the chunk, ``(steps, rows, features)``; returns their losses."""
+        """One optimizer step for each batch of the chunk, ``(steps, rows, features)``; returns their losses.
+        A plain batch, ``(rows, features)`` from a loader of one's own, is a chunk of one step."""
+        if chunk[0].dim() == 2:
+            chunk = [part.unsqueeze(0) for part in chunk]
         optimizer, first = self.optimizers(), self.global_step
         # Lightning's per-step hooks (on_before_backward, on_before_optimizer_step, ...) cost about 0.1 ms a step,
         # more than a small batch's arithmetic: they run at the logged steps, and at every step when a callback
