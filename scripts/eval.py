@@ -15,13 +15,14 @@ from linreg.cli import run_reporting_errors  # noqa: E402
 def run(cfg: DictConfig) -> dict:
     from linreg.evaluate import evaluate
 
-    return evaluate(cfg)
+    result = evaluate(cfg)
+    print(json.dumps(result, indent=2))  # in here, where a closed output (`| head`) ends quietly
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    result = run_reporting_errors(run, cfg)
-    print(json.dumps(result, indent=2))
+    run_reporting_errors(run, cfg)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from linreg.cli import run_reporting_errors
 def run(cfg: DictConfig) -> dict:
     from linreg.prediction import predict
 
-    return predict(cfg)
+    result = predict(cfg)
+    print(f"wrote {result['rows']} predictions to {result['output']}")  # in here: see scripts/eval.py
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    result = run_reporting_errors(run, cfg)
-    print(f"wrote {result['rows']} predictions to {result['output']}")
+    run_reporting_errors(run, cfg)
 
 
 if __name__ == "__main__":

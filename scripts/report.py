@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from linreg.cli import stop_quietly_when_output_closes
 from linreg.errors import ConfigError
 from linreg.sweep_jobs import newest_sweep
 from linreg.sweep_report import DPI, report
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         print(report(args.sweep or newest_sweep(), dpi=args.dpi))
     except ConfigError as error:  # the user's to fix: one line, no traceback
         sys.exit(f"report.py: error: {error}")
+    except BrokenPipeError:  # `report.py | head`
+        stop_quietly_when_output_closes()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Bad input and diverging runs: one clear message naming the setting, a non-zero exit, nothing lost."""
 
+import subprocess
+import sys
+
 import pytest
-from conftest import CONF, compose_config, read_summary, scalar_tags, script
+from conftest import CONF, ROOT, compose_config, read_summary, scalar_tags, script, script_env
 
 from linreg import sources
 from linreg.data import RegressionData
@@ -114,6 +117,12 @@ def test_eval_reports_loss_and_predictions_and_refuses_bad_checkpoints(run_train
     missing = script("eval.py", "ckpt_path=nothing.ckpt", cwd=tmp_path)
     assert missing.returncode == 2 and "ckpt_path=nothing.ckpt: no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
+    # `eval.py ... | head -1`: the reader goes away before the result is printed: no traceback, exit 1
+    command = [sys.executable, str(ROOT / "scripts" / "eval.py"), f"ckpt_path={folder}/checkpoints/last.ckpt"]
+    closed = subprocess.Popen(command, cwd=tmp_path, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    closed.stdout.close()
+    assert (closed.wait(timeout=180), closed.stderr.read()) == (1, "")
 
 
 def test_eval_refuses_checkpoints_it_cannot_use(run_train, tmp_path):

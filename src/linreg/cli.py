@@ -40,6 +40,14 @@ def exit_quietly_on_ctrl_c() -> None:
     signal.signal(signal.SIGINT, _ctrl_c)
 
 
+def stop_quietly_when_output_closes() -> None:
+    """What the reader of our output closing it early (``| head``) ends with: no traceback, no message (there is
+    nobody to read one), exit code 1. Python's own advice: point stdout at /dev/null so that the flush at exit
+    does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
+
+
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -76,6 +84,8 @@ def run_reporting_errors(run, *args):
     """``run(*args)``; a user error becomes one line and an exit code, or None inside a multirun."""
     try:
         return run(*args)
+    except BrokenPipeError:
+        stop_quietly_when_output_closes()
     except (*EXIT_CODES, OSError) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
