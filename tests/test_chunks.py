@@ -113,3 +113,15 @@ def test_a_mid_epoch_state_resumes_on_the_next_chunk_and_refuses_another_chunk_s
     with pytest.raises(ConfigError, match="data.steps_per_call=3"):
         TensorBatches(x, x, 2, True, 0, steps_per_call=4).load_state_dict({"epoch": 0, "completed": 2,
                                                                              "batches_per_item": 3})
+
+
+@pytest.mark.parametrize("k", [4, "auto"])
+def test_max_steps_inside_a_chunk_stops_at_exactly_that_step(run_train, k):
+    """trainer.max_steps=11 falls inside a chunk (Lightning checks it only between training steps): the run still
+    stops after optimizer step 11, on the numbers of one step per training step."""
+    one, _ = run_train([*SMALL, "+trainer.max_steps=11", "data.steps_per_call=1"], name="k1")
+    chunked, folder = run_train([*SMALL, "+trainer.max_steps=11", f"data.steps_per_call={k}"], name="k")
+    assert one["steps"] == chunked["steps"] == 11
+    for key in ("weight", "bias", "final_loss"):
+        assert chunked[key] == one[key], key
+    assert [step for step, _ in scalars_by_step(folder)["train/loss"]] == [2, 5, 8]

@@ -221,6 +221,9 @@ class Regressor(L.LightningModule):
         hooks = self.hooks_every_step or not compat.plain_backward(self.trainer)
         # the optimiser works on the scaled problem (when standardising); what is logged is in the target's units
         xs, ys = self.scaled(chunk[0]), self.scaled_target(chunk[1])
+        max_steps = self.trainer.max_steps  # Lightning checks it only between training steps: stop inside the chunk
+        if 0 <= max_steps < first + len(xs):
+            xs, ys = xs[: max_steps - first], ys[: max_steps - first]
         steps = zip(range(first, first + len(xs)), xs, ys)
         losses = torch.stack([self.fit_batch(optimizer, x, y, step, hooks) for step, x, y in steps])
         self.epoch_cost.update(self.in_target_units(losses), xs.shape[1])
