@@ -3,10 +3,11 @@
 import lightning as L
 import pytest
 import torch
+from conftest import read_summary
 
 from linreg.batches import auto_steps_per_call
 from linreg.data import RegressionData
-from linreg.errors import ConfigError
+from linreg.errors import ConfigError, DivergedError
 
 SMALL = ["+experiment=minibatch", "data.samples=203", "data.batch_size=8", "trainer.max_epochs=2",
          "trainer.log_every_n_steps=3"]
@@ -125,3 +126,15 @@ def test_max_steps_inside_a_chunk_stops_at_exactly_that_step(run_train, k):
     for key in ("weight", "bias", "final_loss"):
         assert chunked[key] == one[key], key
     assert [step for step, _ in scalars_by_step(folder)["train/loss"]] == [2, 5, 8]
+
+
+def test_a_diverging_chunk_stops_with_one_line_and_keeps_its_files(run_train, tmp_path):
+    """lr=10 at batch 32: auto takes the whole epoch as one chunk, whose weights run to inf and NaN before the guard
+    sees the chunk's losses. The run still names the first logged step that ran away (8, as one step at a time
+    does), and keeps its summary, last.ckpt and landscape."""
+    with pytest.raises(DivergedError, match=r"diverged at step 8: loss=.* with optimizer.lr=10;"):
+        run_train(["+experiment=minibatch", "optimizer.lr=10"])
+    folder = tmp_path / "run"
+    summary = read_summary(folder)
+    assert summary["status"] == "diverged" and "at step 8:" in summary["error"]
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "landscape.png").is_file()

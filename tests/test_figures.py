@@ -112,3 +112,13 @@ def test_fitted_curve(tmp_path, features):
     figure = figures.fitted_curve(model, x, y)
     assert len(figure.axes[0].collections[0].get_offsets()) == 2000  # a subsample of the data
     assert_picture(figures.save(figure, tmp_path, "fitted_curve"), colours=30)
+
+
+def test_landscape_leaves_out_the_points_of_a_path_that_ran_away(tmp_path):
+    """A diverged run's path: points past float32's range of costs would make matplotlib's contour levels NaN."""
+    x, y = line()
+    path = [*descent(x, y, steps=5), torch.tensor([1e20, 5e19]), torch.tensor([float("nan")] * 2)]
+    figure = figures.landscape(x, y, path, bias=True)
+    drawn = next(ln for ln in figure.axes[1].lines if ln.get_label().startswith("path"))
+    assert len(drawn.get_xdata()) == 5
+    assert_picture(figures.save(figure, tmp_path, "landscape"))

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 DPI = 100
+MAX_DRAWN_COST = 1e30  # a landscape leaves out path points of a higher cost (see landscape)
 
 
 def pyplot():
@@ -97,6 +98,9 @@ def landscape(x: torch.Tensor, y: torch.Tensor, path, bias: bool, title: str | N
         best = optimum.least_squares(x, y, bias)
         best_w, best_b = best["weight"][0], (best["bias"][0] if bias else 0.0)
         points = _as_path(path, 2 if bias else 1)
+        # a diverged run's points that ran past any picture: matplotlib's contour levels turn NaN past float32's
+        # range (3.4e38), which the grid's corners beyond the path reach well before its points do
+        points = points[optimum.line_cost(m, points[:, 0], points[:, 1] if bias else 0.0) <= MAX_DRAWN_COST]
         w_lo, w_hi = span([best_w, *points[:, 0].tolist()], least=2.0)
 
         if not bias:
