@@ -128,6 +128,30 @@ def test_max_steps_inside_a_chunk_stops_at_exactly_that_step(run_train, k):
     assert [step for step, _ in scalars_by_step(folder)["train/loss"]] == [2, 5, 8]
 
 
+@pytest.mark.parametrize("limit", [5, 0.5])
+def test_limit_train_batches_counts_batches_when_steps_per_call_is_auto(run_train, limit):
+    """limit_train_batches counts training steps: under auto, whose K the user did not choose, they are batches."""
+    one, _ = run_train([*SMALL, f"+trainer.limit_train_batches={limit}", "data.steps_per_call=1"], name="k1")
+    auto, _ = run_train([*SMALL, f"+trainer.limit_train_batches={limit}"], name="auto")
+    assert auto["steps"] == one["steps"] == 2 * (5 if limit == 5 else 13)
+    assert (auto["weight"], auto["bias"]) == (one["weight"], one["bias"])
+
+
+def test_validation_every_n_steps_under_auto_validates_where_single_steps_do(run_train):
+    """A whole-number val_check_interval inside the epoch: the same validations at the same steps, and best.ckpt's
+    monitor (train/cost, an epoch's value) is not looked for at a validation in the middle of an epoch."""
+    split = [*SMALL, "data.val_fraction=0.2", "+trainer.val_check_interval=5"]
+    series = [scalars_by_step(run_train([*split, f"data.steps_per_call={k}"], name=f"k{k}")[1])["val/loss"]
+              for k in (1, "auto")]
+    assert series[0] == series[1] and len(series[0]) == 2 * 4  # 20 or 21 batches an epoch: validated 4 times
+
+
+def test_a_validation_interval_past_the_epoch_is_one_clear_error(run_train):
+    with pytest.raises(ConfigError, match=r"val_check_interval=30 is more than the 5 training steps of "
+                                          r"data.steps_per_call=7 batches each in an epoch: use at most 5"):
+        run_train([*SMALL, "+trainer.val_check_interval=30", "data.steps_per_call=7"])
+
+
 def test_a_diverging_chunk_stops_with_one_line_and_keeps_its_files(run_train, tmp_path):
     """lr=10 at batch 32: auto takes the whole epoch as one chunk, whose weights run to inf and NaN before the guard
     sees the chunk's losses. The run still names the first logged step that ran away (8, as one step at a time

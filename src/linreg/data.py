@@ -63,6 +63,30 @@ def moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), std.float()
 
 
+def counts_training_steps(trainer) -> bool:
+    """Whether a trainer setting counts the epoch in training steps, which are chunks of ``steps_per_call``
+    batches: a ``limit_train_batches`` below the whole epoch, or a whole-number ``val_check_interval``.
+    ``steps_per_call=auto`` then takes one batch per training step, so that they count batches as the user
+    means (an explicit ``steps_per_call`` keeps its chunks: docs/speed.md)."""
+    limit, interval = trainer.limit_train_batches, trainer.val_check_interval
+    return isinstance(limit, int) or limit < 1.0 or isinstance(interval, int)
+
+
+def check_validation_interval(trainer, steps: int, steps_per_call: int) -> None:
+    """A whole-number ``val_check_interval`` counts training steps within an epoch; Lightning refuses one above the
+    epoch's count with a traceback, so refuse it here in one line, saying what a training step is."""
+    interval = trainer.val_check_interval
+    if not isinstance(interval, int) or trainer.check_val_every_n_epoch is None or trainer.limit_train_batches != 1.0:
+        return
+    if interval > steps:
+        each = "" if steps_per_call == 1 else f" of data.steps_per_call={steps_per_call} batches each"
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} is more than the {steps} training steps{each} in an epoch: use at "
+            f"most {steps}, a fraction of the epoch such as 0.5, or +trainer.check_val_every_n_epoch=null to count "
+            "across epochs"
+        )
+
+
 class RegressionData(L.LightningDataModule):
     """Serves one of ``SOURCES`` with a batch size: 1 is SGD, ``full`` is GD, anything between mini-batch.
 
@@ -178,6 +202,8 @@ class RegressionData(L.LightningDataModule):
         if world > 1 and autograd:
             return 1
         if self.steps_per_call == "auto":
+            if self.trainer is not None and counts_training_steps(self.trainer):
+                return 1
             return auto_steps_per_call(batch // world, self.num_features, batches)
         return min(self.steps_per_call, batches)
 
@@ -200,7 +226,10 @@ class RegressionData(L.LightningDataModule):
         if self.trainer is not None and self.trainer.training:  # chunks for the fit loop: see Regressor
             autograd = self.trainer.lightning_module.hparams.get("gradient", "autograd") == "autograd"
             steps = self.training_steps_per_call(world, autograd)
-        return self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle, steps)
+        loader = self._loader(self.x_train, self.y_train, self.global_batch_size(), self.shuffle, steps)
+        if steps is not None:
+            check_validation_interval(self.trainer, len(loader), steps)
+        return loader
 
     def val_dataloader(self):
         if self.x_val is None:
