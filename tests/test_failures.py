@@ -75,6 +75,12 @@ def test_too_few_rows_for_the_validation_split():
         RegressionData("lesson", val_fraction=0.2).setup()
 
 
+def test_gradient_accumulation_is_refused_in_one_line(tmp_path):
+    """Lightning refuses it under manual optimisation with a traceback from inside fit."""
+    with pytest.raises(ConfigError, match=r"accumulate_grad_batches=2 is not allowed: use 1: .*data.batch_size"):
+        train(compose_config(["+trainer.accumulate_grad_batches=2"], tmp_path))
+
+
 def test_diverging_run_stops_at_once_and_keeps_what_it_wrote(tmp_path):
     with pytest.raises(DivergedError, match=r"optimizer.lr=1; with batches of 1.*lr < 0.1111.*2/L = 0.2143"):
         train(compose_config(["+experiment=sgd", "optimizer.lr=1.0"], tmp_path))

@@ -65,6 +65,9 @@ RULES = [
     ("model.gradient_clip_val", lambda v: v is None or (_number(v) and v > 0), "a number > 0, or null for none"),
     ("trainer.gradient_clip_val", lambda v: v is None, "null: clip with model.gradient_clip_val, since the model "
                                                        "takes its optimizer steps itself (manual optimisation)"),
+    ("trainer.accumulate_grad_batches", lambda v: _whole(v, 1) and v == 1,
+     "1: the model takes one optimizer step per batch itself (manual optimisation); for larger steps raise "
+     "data.batch_size"),
     ("model.depth", lambda v: _whole(v, 0), "a whole number >= 0"),
     ("model.hidden", lambda v: _whole(v, 1), "a whole number >= 1"),
     ("model.init_weight", lambda v: v is None or _number(v), "a number, or null for torch's initialisation"),
