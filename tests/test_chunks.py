@@ -116,6 +116,7 @@ def test_a_mid_epoch_state_resumes_on_the_next_chunk_and_refuses_another_chunk_s
                                                                              "batches_per_item": 3})
 
 
+@pytest.mark.slow  # an edge case of chunks: the everyday loop keeps to a minute
 @pytest.mark.parametrize("k", [4, "auto"])
 def test_max_steps_inside_a_chunk_stops_at_exactly_that_step(run_train, k):
     """trainer.max_steps=11 falls inside a chunk (Lightning checks it only between training steps): the run still
@@ -128,6 +129,7 @@ def test_max_steps_inside_a_chunk_stops_at_exactly_that_step(run_train, k):
     assert [step for step, _ in scalars_by_step(folder)["train/loss"]] == [2, 5, 8]
 
 
+@pytest.mark.slow  # an edge case of chunks: the everyday loop keeps to a minute
 @pytest.mark.parametrize("limit", [5, 0.5])
 def test_limit_train_batches_counts_batches_when_steps_per_call_is_auto(run_train, limit):
     """limit_train_batches counts training steps: under auto, whose K the user did not choose, they are batches."""
@@ -135,8 +137,7 @@ def test_limit_train_batches_counts_batches_when_steps_per_call_is_auto(run_trai
     auto, _ = run_train([*SMALL, f"+trainer.limit_train_batches={limit}"], name="auto")
     assert auto["steps"] == one["steps"] == 2 * (5 if limit == 5 else 13)
     assert (auto["weight"], auto["bias"]) == (one["weight"], one["bias"])
-
-
+@pytest.mark.slow  # an edge case of chunks: the everyday loop keeps to a minute
 def test_validation_every_n_steps_under_auto_validates_where_single_steps_do(run_train):
     """A whole-number val_check_interval inside the epoch: the same validations at the same steps, and best.ckpt's
     monitor (train/cost, an epoch's value) is not looked for at a validation in the middle of an epoch."""
@@ -150,8 +151,7 @@ def test_a_validation_interval_past_the_epoch_is_one_clear_error(run_train):
     with pytest.raises(ConfigError, match=r"val_check_interval=30 is more than the 5 training steps of "
                                           r"data.steps_per_call=7 batches each in an epoch: use at most 5"):
         run_train([*SMALL, "+trainer.val_check_interval=30", "data.steps_per_call=7"])
-
-
+@pytest.mark.slow  # an edge case of chunks: the everyday loop keeps to a minute
 def test_a_diverging_chunk_stops_with_one_line_and_keeps_its_files(run_train, tmp_path):
     """lr=10 at batch 32: auto takes the whole epoch as one chunk, whose weights run to inf and NaN before the guard
     sees the chunk's losses. The run still names the first logged step that ran away (8, as one step at a time
@@ -164,6 +164,7 @@ def test_a_diverging_chunk_stops_with_one_line_and_keeps_its_files(run_train, tm
     assert (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "landscape.png").is_file()
 
 
+@pytest.mark.slow  # an edge case of chunks: the everyday loop keeps to a minute
 @pytest.mark.xfail(strict=True, reason="the loader's mid-epoch state counts whole chunks: the rest of the chunk that "
                                        "max_steps cut short is skipped on resume (not fixed: docs/speed.md)")
 def test_continuing_a_run_stopped_by_max_steps_inside_a_chunk_trains_the_rest_of_that_chunk(run_train):

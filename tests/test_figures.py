@@ -114,6 +114,7 @@ def test_fitted_curve(tmp_path, features):
     assert_picture(figures.save(figure, tmp_path, "fitted_curve"), colours=30)
 
 
+@pytest.mark.slow  # the everyday loop keeps to a minute
 def test_landscape_leaves_out_the_points_of_a_path_that_ran_away(tmp_path):
     """A diverged run's path: points past float32's range of costs would make matplotlib's contour levels NaN."""
     x, y = line()

@@ -205,6 +205,7 @@ def test_resumed_mid_epoch_the_running_cost_lives_where_the_module_does(tmp_path
         assert (state_device, state_dtype) == (device, dtype) == (torch.device("cpu"), torch.float64)
 
 
+@pytest.mark.slow  # the everyday loop keeps to a minute
 def test_resumed_mid_epoch_the_epoch_cost_is_the_uninterrupted_runs(tmp_path):
     """The epoch's running cost rides in the mid-epoch checkpoint: the interrupted epoch's train/cost counts the
     batches before the interruption too, as the uninterrupted run's does."""

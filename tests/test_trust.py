@@ -59,6 +59,7 @@ def test_runaway_names_non_finite_bound_and_growth():
     assert runaway(1e-9, 0.0, 1e10, floor=1e-6) is None  # rounding noise around a start at the optimum
 
 
+@pytest.mark.slow  # the everyday loop keeps to a minute
 def test_continuing_a_converged_run_is_not_mistaken_for_divergence(run_train):
     first, folder = run_train(["+experiment=sgd"], "first")
     assert first["final_loss"] < 1e-10
