@@ -82,6 +82,7 @@ def lightning_epochs(x, y, batch, epochs, cap, *, usual=False, logger=True, grad
                           steps_per_call=steps_per_call)
     data.x_train, data.y_train = x, y  # the shared tensors: setup() keeps data already there
     per_call = 1 if usual else data.training_steps_per_call()
+    data.steps_per_call = per_call  # a number, not auto: under auto a limit_train_batches would make chunks of one
     timer, steps, calls = EpochTimer(), math.ceil(len(x) / batch), math.ceil(math.ceil(len(x) / batch) / per_call)
     cap_calls = math.ceil(cap / per_call)
     timed = steps if cap_calls >= calls else cap_calls * per_call  # optimizer steps an epoch runs
@@ -93,6 +94,8 @@ def lightning_epochs(x, y, batch, epochs, cap, *, usual=False, logger=True, grad
     )
     loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch, shuffle=True) if usual else None
     trainer.fit(model, train_dataloaders=loader, datamodule=None if usual else data)  # usual: the set on the host
+    if trainer.global_step != epochs * timed:  # the times are scaled by steps / timed: they must be the steps run
+        raise SystemExit(f"bench.py: ran {trainer.global_step} optimizer steps where {epochs} x {timed} were timed")
     times = [b - a for a, b in zip(timer.marks, timer.marks[1:])]
     return [t * steps / timed for t in times[1:] or times]  # the first epoch is warm-up
 
