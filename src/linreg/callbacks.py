@@ -142,9 +142,7 @@ class DivergenceGuard(L.Callback):
             return
         mean = float(self._sum / self._seen)
         reason = runaway(mean, self.start_loss, self.bound, self.floor)
-        reason = reason and f"the epoch's mean {reason}"
-        if reason is None and not all(torch.isfinite(p).all() for p in pl_module.parameters()):
-            reason = "the parameters are no longer finite"
+        reason = (reason and f"the epoch's mean {reason}") or nonfinite_parameters(pl_module)
         self._stop_if(reason, trainer, pl_module)
 
     def _stop_if(self, reason: str | None, trainer, pl_module, step: int | None = None) -> None:
@@ -156,15 +154,24 @@ class DivergenceGuard(L.Callback):
         raise DivergedError(message)
 
 
+def lr_advice(model, data, optimizer: torch.optim.Optimizer) -> str:
+    """What a diverged run's message advises: a stable range for a linear model (``stability_advice``), else a
+    lower learning rate."""
+    if not model.is_linear:
+        return "lower optimizer.lr, e.g. by a factor of 10"
+    x = optimiser_inputs(model, data.x_train)
+    return stability_advice(x, model.hparams.bias, optimizer, data.global_batch_size())
+
+
+def nonfinite_parameters(model) -> str | None:
+    """Why a model counts as diverged by its parameters alone, or None."""
+    return None if all(torch.isfinite(p).all() for p in model.parameters()) else "the parameters are no longer finite"
+
+
 def diverged_message(reason: str, trainer, pl_module, step: int | None = None) -> str:
     """The one line of a diverged run: where (``step``, else the trainer's), why, the learning rate, a stable range."""
     optimizer = trainer.optimizers[0]
-    data = trainer.datamodule
-    if pl_module.is_linear:
-        x = optimiser_inputs(pl_module, data.x_train)
-        advice = stability_advice(x, pl_module.hparams.bias, optimizer, data.global_batch_size())
-    else:
-        advice = "lower optimizer.lr, e.g. by a factor of 10"
+    advice = lr_advice(pl_module, trainer.datamodule, optimizer)
     return (
         f"training diverged at step {trainer.global_step if step is None else step}: {reason} "
         f"with optimizer.lr={optimizer.param_groups[0]['lr']:g}; {advice}"

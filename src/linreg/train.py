@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from linreg import checkpoints, compat, figures, metrics, optimum, validate
@@ -18,9 +17,9 @@ from linreg.callbacks import (
     DivergenceGuard,
     ProcessGroupEndsBeforeExit,
     growth_floor,
-    optimiser_inputs,
+    lr_advice,
+    nonfinite_parameters,
     runaway,
-    stability_advice,
 )
 from linreg.compat import SIGTERMException
 from linreg.data import RegressionData
@@ -132,12 +131,7 @@ def resumed(cfg: DictConfig) -> DictConfig:
 
 def final_divergence(reason: str, cfg: DictConfig, data: RegressionData, model: Regressor) -> str:
     """The one line of a run found diverged only once it ended."""
-    if model.is_linear:
-        optimizer = model.configure_optimizers()
-        advice = stability_advice(optimiser_inputs(model, data.x_train), model.hparams.bias, optimizer,
-                                  data.global_batch_size())
-    else:
-        advice = "lower optimizer.lr, e.g. by a factor of 10"
+    advice = lr_advice(model, data, model.configure_optimizers())
     return f"training diverged by its end: {reason} with optimizer.lr={cfg.optimizer.lr:g}; {advice}"
 
 
@@ -199,9 +193,7 @@ def train(cfg: DictConfig) -> dict:
     if status == "completed":  # the last word, also where no guard ran (removed, or in ddp_spawn's workers)
         reason = runaway(
             final_loss / scale, start_loss / scale, cfg.divergence_bound, growth_floor(data.y_train) / scale, END_GROWTH
-        )
-        if reason is None and not all(torch.isfinite(p).all() for p in model.parameters()):
-            reason = "the parameters are no longer finite"
+        ) or nonfinite_parameters(model)
         if reason is not None:
             status, error = "diverged", DivergedError(final_divergence(reason, cfg, data, model))
     best = optimum.least_squares(data.x_train, data.y_train, bias=bias)
