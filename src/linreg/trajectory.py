@@ -72,8 +72,8 @@ class StepLog:
 
     Not ``self.log``: Lightning writes those once per training step, at its count of training steps, and a
     training step here takes several optimizer steps (a ``self.log`` call also costs about 0.35 ms a key).
-    Written together, once per training step: one host sync for all of them, and TensorBoard's writer thread is
-    woken once per chunk rather than once per logged step (a wake-up cost about a millisecond on a busy CPU).
+    Written together, once per training step: one host sync for all of them; each logged step is then one
+    TensorBoard event holding all its values (``compat.log_scalars``).
     """
 
     def __init__(self):
