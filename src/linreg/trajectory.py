@@ -109,7 +109,8 @@ def parameter_scalars(model) -> dict[str, torch.Tensor]:
     for short, p in zip("wb", model.coefficients()):
         if p is None:
             continue
-        flat = p.detach().reshape(-1).clone().unbind()  # unbind: one call, where iterating makes a tensor a time
+        # coefficients() gives copies, safe to keep until they are written; unbind: one call, not a tensor a time
+        flat = p.reshape(-1).unbind()
         for i, value in enumerate(flat):
             scalars[f"params/{short}" if len(flat) == 1 else f"params/{short}_{i}"] = value
     return scalars
